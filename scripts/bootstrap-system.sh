@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages a target needs, only where they are missing.
+#   scripts/bootstrap-system.sh run   - what the server needs (git, Node.js for Claude Code)
+#   scripts/bootstrap-system.sh test  - plus filesystems and PostgreSQL for the test suite
+set -euo pipefail
+
+want=(git:git node:nodejs npm:npm)
+if [ "${1:-run}" = test ]; then
+  want+=(mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs openssl:openssl losetup:mount
+         /usr/lib/postgresql/15/bin/initdb:postgresql-15 systemd-analyze:systemd)
+fi
+
+missing=()
+for pair in "${want[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+  echo "missing system packages: ${missing[*]} (install them, or run as root on Debian/Ubuntu)" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

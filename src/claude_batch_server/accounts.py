@@ -1,0 +1,142 @@
+"""OS account facts: passwd, group and shadow entries; the one seam to the user database."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SECONDS_PER_DAY = 86400
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a job runs as: the passwd entry plus every group the account belongs to."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    shell: str
+    gids: tuple[int, ...]  # primary first, then the supplementary groups
+    groups: tuple[str, ...]  # names of `gids`, in the same order where they resolve
+
+    @property
+    def supplementary_gids(self) -> tuple[int, ...]:
+        return tuple(g for g in self.gids if g != self.gid)
+
+
+@dataclass(frozen=True)
+class ShadowEntry:
+    """One line of /etc/shadow; day counts are days since 1970-01-01, None where empty."""
+
+    name: str
+    hash: str
+    last_change: int | None
+    max_days: int | None
+    inactive_days: int | None
+    expire_day: int | None
+
+    @property
+    def locked(self) -> bool:
+        """`!` or `*` prefixes lock; an empty hash is no usable password either."""
+        return not self.hash or self.hash.startswith(("!", "*"))
+
+    def expired(self, now: float | None = None) -> bool:
+        """Account expiry (field 8), or a password past its maximum age plus inactivity (7)."""
+        today = int((time.time() if now is None else now) // SECONDS_PER_DAY)
+        if self.expire_day is not None and today >= self.expire_day:
+            return True
+        if self.last_change == 0:
+            return True  # the password must be changed before any use
+        if None in (self.last_change, self.max_days, self.inactive_days):
+            return False
+        assert self.last_change is not None and self.max_days is not None
+        assert self.inactive_days is not None
+        return today > self.last_change + self.max_days + self.inactive_days
+
+
+def lookup(name: str) -> Account | None:
+    """The account called `name` through the system's name service, or None."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return _account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
+
+
+def lookup_in_file(name: str, passwd_file: Path) -> Account | None:
+    """The account called `name` in a passwd-format file (AUTH_BACKEND=shadow)."""
+    for fields in _colon_records(passwd_file, 7):
+        if fields[0] == name:
+            try:
+                uid, gid = int(fields[2]), int(fields[3])
+            except ValueError:
+                return None
+            return _account(fields[0], uid, gid, fields[5], fields[6])
+    return None
+
+
+def read_shadow(name: str, shadow_file: Path) -> ShadowEntry | None:
+    for fields in _colon_records(shadow_file, 9):
+        if fields[0] == name:
+            return ShadowEntry(
+                name=fields[0],
+                hash=fields[1],
+                last_change=_day(fields[2]),
+                max_days=_day(fields[4]),
+                inactive_days=_day(fields[6]),
+                expire_day=_day(fields[7]),
+            )
+    return None
+
+
+def group_members(group: str) -> set[str]:
+    """Names whose primary or supplementary group is `group`; empty when it does not exist."""
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        return set()
+    primary = {p.pw_name for p in pwd.getpwall() if p.pw_gid == entry.gr_gid}
+    return set(entry.gr_mem) | primary
+
+
+def _account(name: str, uid: int, gid: int, home: str, shell: str) -> Account:
+    try:
+        gids = tuple(dict.fromkeys([gid, *os.getgrouplist(name, gid)]))
+    except OSError:
+        gids = (gid,)
+    return Account(name, uid, gid, Path(home), shell, gids, tuple(_group_names(gids)))
+
+
+def _group_names(gids: tuple[int, ...]) -> list[str]:
+    names = []
+    for gid in gids:
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return names
+
+
+def _colon_records(path: Path, width: int) -> list[list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= width - 1 and not line.startswith(("#", "+", "-")):
+            records.append(fields + [""] * (width - len(fields)))
+    return records
+
+
+def _day(field: str) -> int | None:
+    try:
+        return int(field)
+    except ValueError:
+        return None

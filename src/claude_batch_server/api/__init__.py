@@ -1,0 +1,1 @@
+"""HTTP: dependencies (`deps`), request and response models (`schemas`), and thin routes."""

@@ -1,0 +1,1 @@
+"""Request and response models, apart from the tables: the JSON the contract fixes."""

@@ -1,0 +1,48 @@
+"""The application factory: `create_app(settings)` wires everything, nothing at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from claude_batch_server import __version__, errors, logs
+from claude_batch_server.api.routes import auth, health
+from claude_batch_server.services import build_services
+from claude_batch_server.settings import Settings
+from claude_batch_server.store import migrate
+from claude_batch_server.store.db import Database
+
+DATA_DIR_MODE = 0o711  # users traverse to their workspaces; nobody but us lists it
+
+
+def create_app(settings: Settings) -> FastAPI:
+    logs.configure(settings.LOG_FORMAT)
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    settings.DATA_DIR.chmod(DATA_DIR_MODE)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.DATABASE_URL)
+        await anyio.to_thread.run_sync(migrate.upgrade, database)
+        app.state.services = build_services(settings, database)
+        logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="Claude Batch Server",
+        version=__version__,
+        docs_url="/swagger",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.add_middleware(logs.RequestLogMiddleware)
+    errors.install_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,107 @@
+"""Logging in and out, and turning a bearer token back into a user.
+
+Every failed login looks the same from outside: one 401 body, and an answer that takes
+at least `FAILURE_FLOOR` seconds whether the user exists, is refused, or typed a wrong
+password, so neither the body nor the timing tells them apart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.auth.base import Authenticator
+from claude_batch_server.auth.policy import LoginPolicy, is_stored_hash
+from claude_batch_server.auth.throttle import Throttle
+from claude_batch_server.auth.tokens import Claims, IssuedToken, TokenService
+from claude_batch_server.errors import TooManyRequests, Unauthenticated
+from claude_batch_server.logs import Auditor
+
+FAILURE_FLOOR = 0.4
+BAD_LOGIN = "invalid username or password"
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated caller."""
+
+    account: Account
+    admin: bool
+    claims: Claims
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+
+class AuthService:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: LoginPolicy,
+        throttle: Throttle,
+        tokens: TokenService,
+        auditor: Auditor,
+        *,
+        admin_group: str,
+        allow_hash_login: bool,
+    ) -> None:
+        self.authenticator = authenticator
+        self._policy = policy
+        self._throttle = throttle
+        self._tokens = tokens
+        self._auditor = auditor
+        self._admin_group = admin_group
+        self._allow_hash_login = allow_hash_login
+
+    async def login(self, username: str, password: str, address: str) -> IssuedToken:
+        started = time.monotonic()
+        retry_after = await anyio.to_thread.run_sync(self._throttle.retry_after, username, address)
+        if retry_after is not None:
+            await self._audit(username, address, "login", "throttled")
+            raise TooManyRequests("too many failed logins; try again later", retry_after)
+        refusal, verified = await anyio.to_thread.run_sync(self._check, username, password)
+        if refusal is None and verified:
+            await anyio.to_thread.run_sync(self._throttle.record_success, username)
+            await self._audit(username, address, "login", "success")
+            return self._tokens.issue(username)
+        delay = await anyio.to_thread.run_sync(self._throttle.record_failure, username, address)
+        await self._audit(username, address, "login", "refused" if refusal else "failed")
+        await anyio.sleep(max(0.0, started + FAILURE_FLOOR + delay - time.monotonic()))
+        raise Unauthenticated(BAD_LOGIN)
+
+    def _check(self, username: str, password: str) -> tuple[str | None, bool]:
+        """Blocking: (why the account is refused or None, whether the password is right)."""
+        account = self.authenticator.account(username)
+        shadow = self.authenticator.shadow(username)
+        refusal = self._policy.refusal(account, shadow)
+        if refusal is not None or account is None:
+            return refusal, False
+        if self._allow_hash_login and is_stored_hash(password, shadow):
+            return None, True
+        return None, self.authenticator.verify_password(account, password)
+
+    async def logout(self, user: User, address: str) -> None:
+        await anyio.to_thread.run_sync(self._tokens.revoke, user.claims)
+        await self._audit(user.name, address, "logout", "success")
+
+    def authenticate(self, token: str) -> User:
+        """Blocking: the user a bearer token stands for, as long as they may still log in."""
+        claims = self._tokens.verify(token)
+        account = self.authenticator.account(claims.sub)
+        if self._policy.refusal(account, self.authenticator.shadow(claims.sub)) or not account:
+            raise Unauthenticated("account no longer allowed")
+        return User(account, self.is_admin(account), claims)
+
+    def is_admin(self, account: Account) -> bool:
+        return bool(self._admin_group) and self._admin_group in account.groups
+
+    async def _audit(self, user: str, address: str, action: str, outcome: str) -> None:
+        await anyio.to_thread.run_sync(
+            lambda: self._auditor.record(
+                user=user, address=address, action=action, target=user, outcome=outcome
+            )
+        )

@@ -1,0 +1,48 @@
+"""`claude-batch-server serve`: read the settings, build the app, run uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from claude_batch_server.app import create_app
+from claude_batch_server.settings import Settings
+
+cli = typer.Typer(add_completion=False, help="Claude Batch Server")
+
+
+@cli.callback()
+def _root() -> None:
+    """Run Claude Code jobs for the users of this machine."""
+
+
+@cli.command()
+def serve() -> None:
+    """Serve the API on HOST:PORT, configured by the environment (and `.env`)."""
+    settings = _load_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _load_settings() -> Settings:
+    """The settings, or exit with one line per bad variable naming it."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            message = problem["msg"].removeprefix("Value error, ")
+            print(f"configuration error: {name}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    cli()

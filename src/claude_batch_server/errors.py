@@ -1,0 +1,100 @@
+"""The error hierarchy. Services raise these; `install_handlers` maps them to HTTP in one place.
+
+ServiceError            500, the base: something we did not expect to fail
+├── BadRequest          400, the request is malformed or names something invalid
+├── Unauthenticated     401, no valid credentials (one body for every login failure)
+├── NotFound            404, does not exist, or the caller may not see it
+├── Conflict            409, the resource is not in a state that allows this
+├── UnsupportedMedia    415, the content is not of a kind this route serves
+├── TooManyRequests     429, slowed down; carries `retry_after` seconds
+└── Unavailable         503, a dependency (database, storage, agent) is down
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+
+class ServiceError(Exception):
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+
+
+class Unauthenticated(ServiceError):
+    status_code = 401
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class UnsupportedMedia(ServiceError):
+    status_code = 415
+
+
+class TooManyRequests(ServiceError):
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+
+
+def _headers(error: ServiceError) -> dict[str, str]:
+    if isinstance(error, TooManyRequests):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
+async def _service_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    return JSONResponse(
+        {"detail": error.detail}, status_code=error.status_code, headers=_headers(error)
+    )
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": _describe(error)}, status_code=422)
+
+
+async def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return JSONResponse(
+        {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
+    )
+
+
+def _describe(error: RequestValidationError) -> str:
+    """One readable line per problem, e.g. `body.prompt: Field required`."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem.get("loc", ()))
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

@@ -1,0 +1,112 @@
+"""The one settings class: every CONTRACT variable, read from the environment or `.env`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_JWT_KEY_LENGTH = 32
+JWT_KEY_FILE = "jwt.key"
+
+
+class AuthBackend(StrEnum):
+    PAM = "pam"
+    SHADOW = "shadow"
+
+
+class CowStrategy(StrEnum):
+    AUTO = "auto"
+    BTRFS = "btrfs"
+    REFLINK = "reflink"
+    OVERLAY = "overlay"
+    COPY = "copy"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of one server process. Built once, in `create_app`, never at import."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    HOST: str = "0.0.0.0"  # noqa: S104 - the contract's default: serve every interface
+    PORT: int = Field(5000, ge=1, le=65535)
+    DATA_DIR: Path = Path("/var/lib/claude-batch-server")
+    DATABASE_URL: str = ""
+    JWT_KEY: SecretStr | None = None
+    JWT_EXPIRY_HOURS: float = Field(24, gt=0)
+    MAX_CONCURRENT_JOBS: int = Field(5, ge=1)
+    MAX_CONCURRENT_JOBS_PER_USER: int = Field(0, ge=0)
+    JOB_TIMEOUT_HOURS: float = Field(24, gt=0)
+    JOB_RETENTION_DAYS: float = Field(7, ge=0)
+    CLAUDE_COMMAND: str = "claude"
+    AUTH_BACKEND: AuthBackend = AuthBackend.PAM
+    SHADOW_FILE: Path = Path("/etc/shadow")
+    PASSWD_FILE: Path = Path("/etc/passwd")
+    ALLOWED_USERS: Annotated[list[str], NoDecode] = []
+    ALLOWED_GROUPS: Annotated[list[str], NoDecode] = []
+    ADMIN_GROUP: str = ""
+    ALLOW_HASH_LOGIN: bool = False
+    COW_STRATEGY: CowStrategy = CowStrategy.AUTO
+    LOG_FORMAT: LogFormat = LogFormat.JSON
+
+    _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
+
+    @field_validator("JWT_KEY")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_JWT_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_JWT_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'server.db'}"
+        return self
+
+    @property
+    def jwt_key(self) -> str:
+        """The HMAC key: JWT_KEY, or one generated once and kept in DATA_DIR (mode 0600)."""
+        if self.JWT_KEY is not None:
+            return self.JWT_KEY.get_secret_value()
+        return _stored_key(self.DATA_DIR / JWT_KEY_FILE)
+
+
+def _stored_key(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when two processes start at once, one writes and the other reads its key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(key)
+    return key
