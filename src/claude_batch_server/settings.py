@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
+    @field_validator("JWT_KEY", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("JWT_KEY")
     @classmethod
     def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

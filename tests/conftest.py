@@ -1,0 +1,68 @@
+"""Fixtures shared by every test module: factories that clean up after themselves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresCluster, running_cluster
+from tests.support.server import LiveServer, ServerFactory
+from tests.support.users import UserFactory
+
+TEST_JWT_KEY = "test-key-" + "k" * 60
+
+
+@pytest.fixture
+def users() -> Iterator[UserFactory]:
+    factory = UserFactory()
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind: tests that take it run on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """`server_factory(**env)` starts a real server; every one is stopped afterwards."""
+    started: list[LiveServer] = []
+
+    def start(data_dir: Path | None = None, **env: str) -> LiveServer:
+        directory = data_dir or tmp_path / f"data{len(started)}"
+        directory.mkdir(exist_ok=True)
+        env.setdefault("JWT_KEY", TEST_JWT_KEY)
+        server = LiveServer(directory, env)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def pytest_report_header() -> str:
+    return f"running as uid {os.getuid()}"

@@ -1,0 +1,39 @@
+"""GET /health, and the API documents."""
+
+from __future__ import annotations
+
+from tests.support.postgres import PostgresCluster
+from tests.support.server import ServerFactory
+
+
+def test_health_and_docs(server_factory: ServerFactory) -> None:
+    server = server_factory()
+    with server.client() as client:
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["checks"] == {"database": "ok", "storage": "ok", "agent": "ok"}
+        assert health.json()["status"] == "ok"
+        assert "/auth/login" in client.get("/openapi.json").json()["paths"]
+        assert "swagger-ui" in client.get("/swagger").text
+
+
+def test_health_fails_with_the_database(
+    server_factory: ServerFactory, postgres: PostgresCluster
+) -> None:
+    url = postgres.create_database()
+    server = server_factory(DATABASE_URL=url)
+    with server.client() as client:
+        assert client.get("/health").status_code == 200
+        postgres.drop_database(url)
+        response = client.get("/health")
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"].startswith("failing")
+        assert response.json()["status"] == "failing"
+
+
+def test_health_fails_without_the_agent(server_factory: ServerFactory) -> None:
+    server = server_factory(CLAUDE_COMMAND="/nonexistent/claude")
+    with server.client() as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["agent"] == "failing: /nonexistent/claude not found"

@@ -1,0 +1,71 @@
+"""Settings: a bad value stops the start with one line naming it; the JWT key is kept."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from claude_batch_server.settings import Settings
+from tests.support.server import SERVER_BIN, ServerFactory
+from tests.support.users import UserFactory
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("JWT_KEY", "too-short"),
+        ("PORT", "not-a-port"),
+        ("AUTH_BACKEND", "ldap"),
+        ("COW_STRATEGY", "hardlink"),
+        ("MAX_CONCURRENT_JOBS", "0"),
+        ("DATABASE_URL", "mysql://x"),
+    ],
+)
+def test_a_bad_value_stops_the_start_naming_the_variable(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path), variable: value}
+    result = subprocess.run(
+        [str(SERVER_BIN), "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {variable}:")
+    assert value not in lines[0] or variable != "JWT_KEY"  # a key is never echoed
+
+
+def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("MAX_CONCURRENT_JOBS=7\nALLOWED_USERS=a,b\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.MAX_CONCURRENT_JOBS == 7
+    assert settings.ALLOWED_USERS == ["a", "b"]
+
+
+def test_generated_key_is_kept_with_mode_0600(
+    users: UserFactory, server_factory: ServerFactory, data_dir: Path
+) -> None:
+    user = users.create()
+    server = server_factory(data_dir=data_dir, JWT_KEY="")
+    token = server.login(user.name, user.password)
+    key_file = data_dir / "jwt.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text()
+    assert len(key) >= 32
+
+    server.restart()
+    assert key_file.read_text() == key
+    with server.client(token) as client:
+        assert client.get("/auth/me").status_code == 200
+    assert key not in server.log()
