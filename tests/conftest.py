@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,19 +42,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
+def open_tmp() -> Iterator[Path]:
+    """A temporary folder that other users may traverse (pytest's own is root's alone):
+    the server's DATA_DIR must be, for jobs run as users to reach their workspaces."""
+    path = Path(tempfile.mkdtemp(prefix="cbs-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir(open_tmp: Path) -> Path:
+    path = open_tmp / "data"
     path.mkdir()
     return path
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+def server_factory(open_tmp: Path) -> Iterator[ServerFactory]:
     """`server_factory(**env)` starts a real server; every one is stopped afterwards."""
     started: list[LiveServer] = []
 
     def start(data_dir: Path | None = None, **env: str) -> LiveServer:
-        directory = data_dir or tmp_path / f"data{len(started)}"
+        directory = data_dir or open_tmp / f"data{len(started)}"
         directory.mkdir(exist_ok=True)
         env.setdefault("JWT_KEY", TEST_JWT_KEY)
         server = LiveServer(directory, env)

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from claude_batch_server import __version__, errors, logs
-from claude_batch_server.api.routes import auth, health
+from claude_batch_server import __version__, errors, logs, maintenance
+from claude_batch_server.api.routes import auth, health, jobs, repositories, system
+from claude_batch_server.jobs.execution import SHUTDOWN
 from claude_batch_server.services import build_services
 from claude_batch_server.settings import Settings
 from claude_batch_server.store import migrate
@@ -27,12 +28,22 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.DATABASE_URL)
         await anyio.to_thread.run_sync(migrate.upgrade, database)
-        app.state.services = build_services(settings, database)
+        services = build_services(settings, database)
+        app.state.services = services
+        await anyio.to_thread.run_sync(maintenance.recover, services)
+        services.dispatcher.start()
         logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                background.start_soon(maintenance.restart_clones, services)
+                background.start_soon(maintenance.retention_loop, services)
+                try:
+                    yield
+                finally:
+                    background.cancel_scope.cancel()
         finally:
-            app.state.services.close()
+            await services.dispatcher.shutdown(SHUTDOWN)
+            services.close()
 
     app = FastAPI(
         title="Claude Batch Server",
@@ -43,6 +54,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(logs.RequestLogMiddleware)
     errors.install_handlers(app)
-    app.include_router(auth.router)
-    app.include_router(health.router)
+    for module in (auth, repositories, jobs, system, health):
+        app.include_router(module.router)
     return app

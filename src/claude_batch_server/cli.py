@@ -28,6 +28,7 @@ def serve() -> None:
         host=settings.HOST,
         port=settings.PORT,
         log_config=None,
+        loop="asyncio",  # uvloop's subprocesses cannot take user=, group=, extra_groups=
         timeout_graceful_shutdown=10,
     )
 

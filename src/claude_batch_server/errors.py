@@ -12,6 +12,7 @@ ServiceError            500, the base: something we did not expect to fail
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,6 +33,10 @@ class BadRequest(ServiceError):
 
 class Unauthenticated(ServiceError):
     status_code = 401
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 class NotFound(ServiceError):
@@ -94,7 +99,15 @@ def _describe(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
+    structlog.get_logger("claude_batch_server").error(
+        "unhandled error", exc_info=(type(error), error, error.__traceback__)
+    )
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
 def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,7 @@ import structlog
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from claude_batch_server.errors import ServiceError
 from claude_batch_server.settings import LogFormat
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import AuditEvent
@@ -121,6 +123,17 @@ class Auditor:
         log.info(
             "audit", audit_user=user, address=address, action=action, target=target, outcome=outcome
         )
+
+    @contextmanager
+    def around(self, *, user: str, address: str, action: str, target: str) -> Iterator[None]:
+        """Records `action` once it ends: `success`, or the kind of error that ended it."""
+        try:
+            yield
+        except ServiceError as error:
+            outcome = type(error).__name__.lower()
+            self.record(user=user, address=address, action=action, target=target, outcome=outcome)
+            raise
+        self.record(user=user, address=address, action=action, target=target, outcome="success")
 
     def recent(self, *, user: str | None, since: datetime | None, limit: int) -> list[AuditRecord]:
         query = select(AuditEvent).order_by(AuditEvent.time.desc(), AuditEvent.id.desc())

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from claude_batch_server import accounts
 from claude_batch_server.auth.base import Authenticator
 from claude_batch_server.auth.pam import PamAuthenticator
 from claude_batch_server.auth.policy import LoginPolicy
-from claude_batch_server.auth.service import AuthService
+from claude_batch_server.auth.service import AuthService, User
 from claude_batch_server.auth.shadow import ShadowAuthenticator
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import TokenService
 from claude_batch_server.health import HealthService
+from claude_batch_server.jobs.dispatcher import Dispatcher
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.execution import JobExecutor
+from claude_batch_server.jobs.images import ImageStore
+from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
+from claude_batch_server.jobs.runner import install_reaper
+from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Auditor
+from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
+from claude_batch_server.workspaces.engine import WorkspaceEngine
+
+JOB_LEASE = timedelta(seconds=30)
 
 
 @dataclass
@@ -25,6 +38,18 @@ class Services:
     auditor: Auditor
     auth: AuthService
     health: HealthService
+    workspaces: WorkspaceEngine
+    repositories: RepositoryService
+    jobs: JobService
+    dispatcher: Dispatcher
+
+    def active_jobs_of(self, repository: str) -> int:
+        return self.jobs.active_jobs_of(repository)
+
+    def audit(
+        self, user: User, address: str, action: str, target: str
+    ) -> AbstractContextManager[None]:
+        return self.auditor.around(user=user.name, address=address, action=action, target=target)
 
     def close(self) -> None:
         self.database.close()
@@ -54,4 +79,35 @@ def build_services(settings: Settings, database: Database) -> Services:
         allow_hash_login=settings.ALLOW_HASH_LOGIN,
     )
     health = HealthService(database, settings.DATA_DIR, settings.CLAUDE_COMMAND)
-    return Services(settings, database, auditor, auth, health)
+    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
+    repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
+    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories)
+    return Services(
+        settings, database, auditor, auth, health, workspaces, repositories, jobs, dispatcher
+    )
+
+
+def _job_engine(
+    settings: Settings,
+    database: Database,
+    workspaces: WorkspaceEngine,
+    repositories: RepositoryService,
+) -> tuple[Dispatcher, JobService]:
+    limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
+    queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
+    events, broker = EventStore(database), Broker()
+    images = ImageStore(settings.DATA_DIR / "uploads")
+    executor = JobExecutor(
+        database,
+        workspaces,
+        images,
+        events,
+        broker,
+        accounts.lookup,
+        settings.CLAUDE_COMMAND,
+        timedelta(hours=settings.JOB_TIMEOUT_HOURS),
+        install_reaper(settings.DATA_DIR),
+    )
+    dispatcher = Dispatcher(queue, executor)
+    jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)
+    return dispatcher, jobs

@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from claude_batch_server.auth.service import User
-from claude_batch_server.errors import Unauthenticated
+from claude_batch_server.errors import Forbidden, Unauthenticated
 from claude_batch_server.logs import bind_user
 from claude_batch_server.services import Services
+from claude_batch_server.store.tables import Job, Repository
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -39,3 +40,24 @@ async def current_user(
 ServicesDep = Annotated[Services, Depends(get_services)]
 CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+def admin_user(user: CurrentUser) -> User:
+    if not user.admin:
+        raise Forbidden("this route is for members of ADMIN_GROUP")
+    return user
+
+
+def owned_repository(name: str, user: CurrentUser, services: ServicesDep) -> Repository:
+    """The repository called `name`, if the caller may see it: the one ownership check."""
+    return services.repositories.visible(user, name)
+
+
+def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:
+    """The job `job_id`, if the caller may see it: the one ownership check for jobs."""
+    return services.jobs.visible(user, job_id)
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+OwnedJob = Annotated[Job, Depends(owned_job)]
+OwnedRepository = Annotated[Repository, Depends(owned_repository)]

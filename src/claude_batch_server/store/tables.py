@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,3 +81,81 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(32))
+
+
+class Repository(Base):
+    """A registered git repository; its clone lives in DATA_DIR/repos/<name>."""
+
+    __tablename__ = "repositories"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    git_url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered_by: Mapped[str] = mapped_column(String(255), index=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_pull: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Job(Base):
+    """A prompt run by Claude Code in a workspace of one repository, possibly several times
+    (each resume is another run in the same workspace and session)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_user_created", "user", "created_at"),
+        Index("ix_jobs_status_queued", "status", "queued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(100), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    images: Mapped[list[str]] = mapped_column(JSON, default=list)  # uploaded, in order
+    expected_images: Mapped[list[str]] = mapped_column(JSON, default=list)  # named at create
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # last run
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the run waiting in the queue or under way: its prompt, and whether it resumes
+    run_prompt: Mapped[str] = mapped_column(Text)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # what the runs produced
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    num_turns: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # who runs it: the lease a dispatcher holds, and the process group it started
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    workspace_removed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobEvent(Base):
+    """One line of a job's transcript: a stream-json event, a raw line, or stderr."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)

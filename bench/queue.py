@@ -1,0 +1,115 @@
+"""Queue benchmark: how fast a started job reaches a running agent, and how many jobs per
+second pass through the queue, on SQLite and on PostgreSQL.
+
+    .venv/bin/python -m bench.queue [--jobs 200] [--slots 8] [--backends sqlite,postgres]
+
+As root (it makes a throwaway OS user and, for PostgreSQL, a throwaway cluster). The
+agent is a stand-in that prints a stream-json result and exits at once, so the numbers
+are the server's own: claim, workspace, spawning as the user, transcript, finish.
+
+latency: from POST /jobs/{id}/start (client clock) to the first line the agent printed,
+as stored in its transcript (server clock; same machine), with a free slot every time.
+throughput: jobs started and completed per second with MAX_CONCURRENT_JOBS slots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.support.api import Api, home_of, make_git_repo
+from tests.support.postgres import running_cluster
+from tests.support.server import LiveServer
+from tests.support.users import UserFactory
+
+STAND_IN = """#!/bin/sh
+echo '{"type":"system","subtype":"init","session_id":"bench"}'
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1}}'
+"""
+
+
+def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer:
+    agent = root / "agent.sh"
+    agent.write_text(STAND_IN)
+    agent.chmod(0o755)
+    data = root / "data"
+    data.mkdir()
+    env = {"CLAUDE_COMMAND": str(agent), "MAX_CONCURRENT_JOBS": str(slots), "LOG_FORMAT": "json",
+           "JWT_KEY": "bench-" + "k" * 60}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return LiveServer(data, env).start()
+
+
+def first_output_at(api: Api, job_id: str) -> datetime:
+    for event in api.events(job_id):
+        if event["type"] == "system":
+            return datetime.fromisoformat(event["time"])
+    raise RuntimeError(f"job {job_id} printed nothing")
+
+
+def latency(api: Api, jobs: int) -> list[float]:
+    """Milliseconds from start to the agent's first output, one job at a time."""
+    samples = []
+    for i in range(jobs):
+        job_id = api.create_job("bench", f"latency {i}")["jobId"]
+        started = datetime.now(UTC)
+        api.start(job_id)
+        assert api.wait_ended(job_id)["status"] == "completed"
+        samples.append((first_output_at(api, job_id) - started).total_seconds() * 1000)
+    return samples
+
+
+def throughput(api: Api, jobs: int) -> float:
+    ids = [api.create_job("bench", f"throughput {i}")["jobId"] for i in range(jobs)]
+    began = time.perf_counter()
+    for job_id in ids:
+        api.start(job_id)
+    for job_id in ids:
+        assert api.wait_ended(job_id, deadline=600)["status"] == "completed"
+    return jobs / (time.perf_counter() - began)
+
+
+def measure(backend: str, database_url: str | None, jobs: int, slots: int) -> str:
+    users = UserFactory()
+    with tempfile.TemporaryDirectory(prefix="bench-queue-", dir="/var/tmp") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        server = start_server(root, database_url, slots)
+        try:
+            api = Api(server, users.create())
+            api.ready_repository("bench", make_git_repo(home_of(api.user), api.user))
+            samples = latency(api, jobs)
+            rate = throughput(api, jobs)
+            api.close()
+        finally:
+            server.stop()
+            users.cleanup()
+    p99 = statistics.quantiles(samples, n=100)[98]
+    return (f"| {backend} | {jobs} | {statistics.median(samples):.1f} | {p99:.1f} | "
+            f"{slots} | {rate:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+    print("| database | jobs | start → agent median (ms) | p99 (ms) | slots | jobs/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for backend in args.backends.split(","):
+        if backend == "postgres":
+            with running_cluster() as cluster:
+                print(measure(backend, cluster.create_database(), args.jobs, args.slots),
+                      flush=True)
+        else:
+            print(measure(backend, None, args.jobs, args.slots), flush=True)
+
+
+if __name__ == "__main__":
+    main()

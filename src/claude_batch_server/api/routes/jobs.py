@@ -1,0 +1,171 @@
+import json
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, File, Header, Query, Response, UploadFile
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedJob, ServicesDep
+from claude_batch_server.api.schemas.jobs import (
+    CreateJobRequest,
+    EventResponse,
+    ImageResponse,
+    JobPageResponse,
+    JobResponse,
+    ResumeJobRequest,
+    StartResponse,
+)
+from claude_batch_server.errors import BadRequest
+from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
+from claude_batch_server.jobs.service import JobRequest
+from claude_batch_server.services import Services
+from claude_batch_server.store.tables import Job, JobEvent
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_response(job: Job, services: Services) -> JobResponse:
+    return JobResponse(
+        job_id=job.id,
+        user=job.user,
+        repository=job.repository,
+        prompt=job.prompt,
+        status=job.status,
+        queue_position=services.jobs.position(job),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        exit_code=job.exit_code,
+        output=job.output,
+        error=job.error,
+        session_id=job.session_id,
+        num_turns=job.num_turns,
+        cost_usd=job.cost_usd,
+        usage={"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
+        images=job.images,
+        options=job.options,
+    )
+
+
+def event_response(event: JobEvent) -> EventResponse:
+    return EventResponse(
+        seq=event.seq, time=event.time, type=event.type, event=json.loads(event.data)
+    )
+
+
+@router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
+def create_job(
+    body: CreateJobRequest, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> JobResponse:
+    options = body.options.model_dump(by_alias=True, exclude_none=True)
+    request = JobRequest(body.prompt, body.repository, options, body.images)
+    with services.audit(user, address, "job.create", body.repository):
+        job = services.jobs.create(user, request)
+    return job_response(job, services)
+
+
+@router.get("", response_model=JobPageResponse)
+def list_jobs(
+    user: CurrentUser,
+    services: ServicesDep,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
+) -> JobPageResponse:
+    page = services.jobs.page(user, status, limit, cursor, owner)
+    return JobPageResponse(
+        jobs=[job_response(job, services) for job in page.jobs], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
+def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
+    return job_response(job, services)
+
+
+@router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
+async def upload_images(
+    job: OwnedJob,
+    user: CurrentUser,
+    services: ServicesDep,
+    address: ClientAddress,
+    file: Annotated[list[UploadFile], File(description="one or more images")],
+) -> list[ImageResponse]:
+    parts = []
+    for upload in file:
+        data = await upload.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise BadRequest(f"{upload.filename}: larger than 10 MiB")
+        parts.append((upload.filename, data))
+    with services.audit(user, address, "job.upload", job.id):
+        saved = await anyio.to_thread.run_sync(services.jobs.add_images, job, parts)
+    return [ImageResponse(name=name, size=size) for name, size in saved]
+
+
+@router.post("/{job_id}/start", status_code=202, response_model=StartResponse, responses={409: {}})
+def start_job(
+    job: OwnedJob, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> StartResponse:
+    with services.audit(user, address, "job.start", job.id):
+        started = services.jobs.start(job)
+    return StartResponse(
+        job_id=started.id, status=started.status, queue_position=services.jobs.position(started)
+    )
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobResponse, responses={409: {}})
+async def cancel_job(
+    job: OwnedJob, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> JobResponse:
+    with services.audit(user, address, "job.cancel", job.id):
+        cancelled = await services.jobs.cancel(job)
+    return job_response(cancelled, services)
+
+
+@router.post("/{job_id}/resume", status_code=202, response_model=JobResponse, responses={409: {}})
+def resume_job(
+    body: ResumeJobRequest,
+    job: OwnedJob,
+    user: CurrentUser,
+    services: ServicesDep,
+    address: ClientAddress,
+) -> JobResponse:
+    with services.audit(user, address, "job.resume", job.id):
+        resumed = services.jobs.resume(job, body.prompt)
+    return job_response(resumed, services)
+
+
+@router.delete("/{job_id}", status_code=204)
+async def delete_job(
+    job: OwnedJob, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> Response:
+    with services.audit(user, address, "job.delete", job.id):
+        await services.jobs.delete(job)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventResponse],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job: OwnedJob,
+    services: ServicesDep,
+    follow: bool = True,
+    last_event_id: Annotated[int, Header(ge=0)] = 0,
+) -> Any:
+    """Server-Sent Events (`id:` = sequence number; `Last-Event-ID` resumes), ending once
+    the job has ended; with `follow=false`, the events so far as a JSON list."""
+    if not follow:
+        events = await anyio.to_thread.run_sync(services.jobs.events_after, job.id, last_event_id)
+        return [event_response(event) for event in events]
+
+    async def stream() -> Any:
+        async for event in services.jobs.follow(job.id, last_event_id):
+            body = event_response(event).model_dump_json(by_alias=True)
+            yield ServerSentEvent(data=body, id=str(event.seq))
+        yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
+
+    return EventSourceResponse(stream(), ping=15)

@@ -1,0 +1,118 @@
+"""The dispatcher, one per server process: it claims queued jobs as soon as a slot frees,
+runs them, keeps their leases alive, and ends the jobs a dead dispatcher left behind.
+
+Dispatch is event driven: starting, resuming or ending a job wakes it at once. A tick every
+`TICK` seconds renews leases and notices what other processes changed (a cancel, a job
+queued there while that process was full, a lapsed lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import anyio
+
+from claude_batch_server.jobs.execution import SERVER_GONE, JobExecutor, Outcome, StopRequest
+from claude_batch_server.jobs.queue import JobQueue
+from claude_batch_server.jobs.runner import kill_leftover
+from claude_batch_server.jobs.status import JobStatus
+from claude_batch_server.jobs.transcript import RunResult
+from claude_batch_server.logs import log
+from claude_batch_server.store.tables import Job
+
+TICK = 2.0
+
+
+class Dispatcher:
+    def __init__(self, queue: JobQueue, executor: JobExecutor) -> None:
+        self._queue = queue
+        self._executor = executor
+        self._wake = asyncio.Event()
+        self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+            asyncio.create_task(self._tick_loop(), name="dispatch-tick"),
+        ]
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def is_running_here(self, job_id: str) -> bool:
+        return job_id in self._running
+
+    def stop_job(self, job_id: str, reason: str = "cancelled") -> bool:
+        """Asks a run of this process to stop; False when it does not run here."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return False
+        entry[1].set(reason)
+        return True
+
+    async def wait_for(self, job_id: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(entry[0])
+
+    async def shutdown(self, reason: str) -> None:
+        """Stops the loops, then every run of this process (their jobs end `failed`)."""
+        for loop in self._loops:
+            loop.cancel()
+        for job_id in list(self._running):
+            self.stop_job(job_id, reason)
+        tasks = [task for task, _ in self._running.values()]
+        await asyncio.gather(*tasks, *self._loops, return_exceptions=True)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while (job := await anyio.to_thread.run_sync(self._queue.claim)) is not None:
+                    self._launch(job)
+            except Exception:  # the database may be away for a moment: the next tick retries
+                log.exception("claiming a job failed")
+
+    def _launch(self, job: Job) -> None:
+        stop = StopRequest()
+        task = asyncio.create_task(self._run(job, stop), name=f"job-{job.id}")
+        self._running[job.id] = (task, stop)
+
+    async def _run(self, job: Job, stop: StopRequest) -> JobStatus:
+        try:
+            return await self._executor.run(job, stop)
+        finally:
+            self._running.pop(job.id, None)
+            self.wake()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self._queue.renew, list(self._running))
+                for job_id in await anyio.to_thread.run_sync(
+                    self._queue.cancel_requested, list(self._running)
+                ):
+                    self.stop_job(job_id)
+                await anyio.to_thread.run_sync(self.recover)
+            except Exception:
+                log.exception("dispatcher tick failed")
+            self.wake()
+            await asyncio.sleep(TICK)
+
+    def recover(self) -> int:
+        """Blocking: ends the running jobs whose dispatcher is gone; returns how many."""
+        recovered = 0
+        for job in self._queue.abandoned():
+            if not self._queue.take_over(job.id, job.lease_owner):
+                continue
+            killed = kill_leftover(job.pid, job.pid_start)
+            log.warning("recovered abandoned job", job=job.id, killed_leftover=killed)
+            outcome = Outcome(JobStatus.FAILED, None, SERVER_GONE)
+            self._executor.finish(job.id, outcome, RunResult())
+            recovered += 1
+        return recovered

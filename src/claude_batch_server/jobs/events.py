@@ -1,0 +1,70 @@
+"""A job's transcript in the database, and wake-ups for those who follow it live.
+
+The database is the one source of truth: followers read from it, and the broker only
+tells them, within this process, that there is something new to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from claude_batch_server.jobs.transcript import Event
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JobEvent
+
+
+class EventStore:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def append(self, job_id: str, events: Sequence[Event]) -> int:
+        """Stores `events` in order after the job's last one; returns the last sequence number."""
+        with self._database.session() as session:
+            return self.append_in(session, job_id, events)
+
+    @staticmethod
+    def append_in(session: Session, job_id: str, events: Sequence[Event]) -> int:
+        last = session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id))
+        seq = last or 0
+        for event in events:
+            seq += 1
+            session.add(JobEvent(job_id=job_id, seq=seq, type=event.type, data=event.data))
+        return seq
+
+    def after(self, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
+        query = (
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
+        with self._database.session() as session:
+            return list(session.scalars(query))
+
+
+class Broker:
+    """In-process wake-ups: one asyncio.Event per follower, set when its job has news."""
+
+    def __init__(self) -> None:
+        self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._followers[job_id].add(event)
+        return event
+
+    def unsubscribe(self, job_id: str, event: asyncio.Event) -> None:
+        followers = self._followers.get(job_id)
+        if followers is not None:
+            followers.discard(event)
+            if not followers:
+                del self._followers[job_id]
+
+    def publish(self, job_id: str) -> None:
+        for event in self._followers.get(job_id, ()):
+            event.set()

@@ -1,0 +1,265 @@
+"""One run of a claimed job: its workspace, Claude Code as the user, the transcript as it
+arrives, and how the run ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.files.safe import write_beneath
+from claude_batch_server.jobs import command
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.images import ImageStore, media_type
+from claude_batch_server.jobs.runner import AgentProcess, RunSpec
+from claude_batch_server.jobs.status import JobStatus
+from claude_batch_server.jobs.transcript import (
+    Event,
+    RunResult,
+    parse_stdout,
+    server_event,
+    stderr_event,
+)
+from claude_batch_server.logs import log
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job, Repository, utcnow
+from claude_batch_server.workspaces.engine import WorkspaceEngine
+
+IMAGE_DIR = ".claude-batch/images"
+PIPE_DRAIN = 5.0  # seconds to finish reading output after the process group is gone
+STDERR_TAIL = 20
+
+
+class StopRequest:
+    """Asks a run to stop early: a user's cancel, or the server shutting down."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = "cancelled"
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+
+SHUTDOWN = "shutdown"
+SERVER_GONE = "the server stopped while this job was running; it did not finish"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus
+    exit_code: int | None
+    error: str | None
+
+
+class JobExecutor:
+    def __init__(
+        self,
+        database: Database,
+        workspaces: WorkspaceEngine,
+        images: ImageStore,
+        events: EventStore,
+        broker: Broker,
+        lookup: Callable[[str], Account | None],
+        claude_command: str,
+        max_run: timedelta,
+        reaper: list[str],
+    ) -> None:
+        self._database = database
+        self._workspaces = workspaces
+        self._images = images
+        self._events = events
+        self._broker = broker
+        self._lookup = lookup
+        self._claude_command = claude_command
+        self._max_run = max_run
+        self._reaper = reaper
+
+    async def run(self, job: Job, stop: StopRequest) -> JobStatus:
+        """Runs the job's pending run to its end and records it; returns the final status."""
+        result = RunResult()
+        try:
+            outcome = await self._run(job, stop, result)
+        except Exception as error:  # any failure of ours must still end the job
+            log.exception("job run failed", job=job.id)
+            outcome = Outcome(JobStatus.FAILED, None, f"server error: {error}")
+        await anyio.to_thread.run_sync(self.finish, job.id, outcome, result)
+        return outcome.status
+
+    async def _run(self, job: Job, stop: StopRequest, result: RunResult) -> Outcome:
+        account = self._lookup(job.user)
+        if account is None:
+            return Outcome(JobStatus.FAILED, None, f"account {job.user!r} no longer exists")
+        spec = await anyio.to_thread.run_sync(self._prepare, job, account)
+        timeout = self._timeout(job)
+        await self._emit(
+            job.id,
+            server_event("run.started", run=job.runs + 1, resume=job.runs > 0, timeout=timeout),
+        )
+        process = AgentProcess(spec, self._reaper)
+        await process.start()
+        await anyio.to_thread.run_sync(self._record_process, job.id, process)
+        readers = asyncio.gather(
+            self._pump(job.id, process.stdout(), lambda line: parse_stdout(line, result), result),
+            self._pump(job.id, process.stderr(), stderr_event, None, keep=result.stderr_tail),
+        )
+        ended = await self._supervise(process, stop.event, timeout)
+        await process.clear_group()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(readers, PIPE_DRAIN)
+        if ended == "stopped":
+            ended = stop.reason
+        return _outcome(ended, process.poll(), result, timeout)
+
+    def _prepare(self, job: Job, account: Account) -> RunSpec:
+        """Blocking: the workspace (made on the first run, restored on a resume) and the
+        command line of this run."""
+        first = job.commit is None  # no workspace yet: this run makes it, with the images
+        if first:
+            path = self._create_workspace(job, account)
+        else:
+            self._workspaces.restore_workspace(job.id)
+            path = self._workspaces.workspace_path(job.id)
+        images = [self._image(job.id, name) for name in job.images] if first else []
+        session = None if first else job.session_id
+        argv = command.arguments(self._claude_command, job.options, session, bool(images))
+        stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
+        return RunSpec(argv, command.environment(account), path, account, stdin)
+
+    def _create_workspace(self, job: Job, account: Account) -> Path:
+        with self._database.session() as session:
+            repo = session.get(Repository, job.repository)
+            if repo is None or repo.commit is None:
+                raise RuntimeError(f"repository {job.repository!r} is not ready")
+            commit = repo.commit
+        path = self._workspaces.create_workspace(job.repository, commit, job.id, account)
+        with self._database.session() as session:
+            row = session.get(Job, job.id)
+            if row is not None:
+                row.commit = self._workspaces.workspace_commit(job.id) or commit
+        owner = (account.uid, account.gid)
+        for name in job.images:
+            data = self._images.read(job.id, name)
+            write_beneath(path, f"{IMAGE_DIR}/{name}", data, owner)
+        if job.images:
+            write_beneath(path, ".git/info/exclude", b"\n/.claude-batch/\n", owner, append=True)
+        return path
+
+    def _image(self, job_id: str, name: str) -> command.Image:
+        data = self._images.read(job_id, name)
+        return command.Image(name, media_type(data[:16]) or "image/png", data)
+
+    def _timeout(self, job: Job) -> float:
+        limit = self._max_run.total_seconds()
+        asked = job.options.get("timeout")
+        return min(float(asked), limit) if asked else limit
+
+    async def _supervise(self, process: AgentProcess, cancel: asyncio.Event, timeout: float) -> str:
+        """Waits for the process to exit, the job to be cancelled, or its time to run out."""
+        exited = asyncio.create_task(process.wait())
+        cancelled = asyncio.create_task(cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancelled.cancel()
+        if exited in done:
+            return "exited"
+        await process.stop()
+        return "stopped" if cancelled in done else "timeout"
+
+    async def _pump(
+        self,
+        job_id: str,
+        lines: AsyncIterator[bytes],
+        to_event: Callable[[bytes], Event],
+        result: RunResult | None,
+        keep: list[str] | None = None,
+    ) -> None:
+        session = None
+        async for line in lines:
+            event = to_event(line)
+            if keep is not None:
+                keep.append(line.decode("utf-8", "replace").strip())
+                del keep[:-STDERR_TAIL]
+            await self._emit(job_id, event)
+            if result is not None and result.session_id != session:
+                session = result.session_id
+                await anyio.to_thread.run_sync(self._record_session, job_id, session)
+
+    async def _emit(self, job_id: str, event: Event) -> None:
+        await anyio.to_thread.run_sync(self._events.append, job_id, [event])
+        self._broker.publish(job_id)
+
+    def _record_process(self, job_id: str, process: AgentProcess) -> None:
+        with self._database.session() as session:
+            row = session.get(Job, job_id)
+            if row is not None:
+                row.pid, row.pid_start = process.pid, process.pid_start
+                row.deadline = utcnow() + timedelta(seconds=self._timeout(row))
+
+    def _record_session(self, job_id: str, session_id: str | None) -> None:
+        with self._database.session() as session:
+            row = session.get(Job, job_id)
+            if row is not None and session_id:
+                row.session_id = session_id
+
+    def finish(self, job_id: str, outcome: Outcome, result: RunResult) -> None:
+        """Blocking: records how a run ended, in the job and in its transcript."""
+        ended = server_event(
+            "run.ended",
+            status=outcome.status.value,
+            exitCode=outcome.exit_code,
+            error=outcome.error,
+        )
+        with self._database.session() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                return  # deleted while it ran
+            apply_outcome(row, outcome, result)
+            self._events.append_in(session, job_id, [ended])  # one transaction with the status
+        self._broker.publish(job_id)
+
+
+def apply_outcome(row: Job, outcome: Outcome, result: RunResult) -> None:
+    row.status = outcome.status
+    row.exit_code = outcome.exit_code
+    row.error = outcome.error
+    row.output = result.output if result.output is not None else row.output
+    row.session_id = result.session_id or row.session_id
+    row.num_turns += result.num_turns
+    row.cost_usd += result.cost_usd
+    row.input_tokens += result.input_tokens
+    row.output_tokens += result.output_tokens
+    row.completed_at = utcnow()
+    row.runs += 1
+    row.cancel_requested = False
+    row.lease_owner = row.lease_expires = row.pid = row.pid_start = row.deadline = None
+
+
+def _outcome(ended: str, exit_code: int | None, result: RunResult, timeout: float) -> Outcome:
+    if ended == "cancelled":
+        return Outcome(JobStatus.CANCELLED, exit_code, "cancelled")
+    if ended == SHUTDOWN:
+        return Outcome(JobStatus.FAILED, exit_code, SERVER_GONE)
+    if ended == "timeout":
+        return Outcome(JobStatus.TIMEOUT, exit_code, f"timed out after {timeout:g} s")
+    if exit_code == 0 and result.succeeded:
+        return Outcome(JobStatus.COMPLETED, 0, None)
+    return Outcome(JobStatus.FAILED, exit_code, _failure(exit_code, result))
+
+
+def _failure(exit_code: int | None, result: RunResult) -> str:
+    if result.seen_result and (result.is_error or not result.succeeded):
+        detail = result.output or "; ".join(result.errors) or result.subtype or "error result"
+        return f"Claude Code reported an error ({result.subtype}): {detail}"[:4000]
+    tail = "\n".join(line for line in result.stderr_tail if line)[-2000:]
+    return f"Claude Code exited with code {exit_code}" + (f": {tail}" if tail else "")

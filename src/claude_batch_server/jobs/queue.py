@@ -1,0 +1,182 @@
+"""The durable queue: claims under the concurrency limits, leases, and what a dead
+dispatcher left behind.
+
+A claim is one transaction that counts the running jobs and takes the next queued one,
+serialised between processes (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock,
+then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold even for an instant.
+Fairness: the next job belongs to the user with the fewest running jobs and, among those,
+the one served longest ago (round robin); within one user, first in, first out. A claimed job carries a lease that its dispatcher's heartbeat renews;
+when the lease lapses, any process may take the job over and end it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from claude_batch_server.jobs.status import JobStatus
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job, utcnow
+
+CLAIM_LOCK = 7_351_421  # names the PostgreSQL advisory lock that serialises claims
+NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def new_owner_id() -> str:
+    """host:pid:nonce, so a restarted process can tell its dead predecessors' leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when `owner` was a process on this host that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Limits:
+    total: int
+    per_user: int  # 0: no limit beyond `total`
+
+
+class JobQueue:
+    def __init__(self, database: Database, limits: Limits, owner: str, lease: timedelta) -> None:
+        self._database = database
+        self.limits = limits
+        self.owner = owner
+        self.lease = lease
+
+    def claim(self) -> Job | None:
+        """The next job to run, now `running` and leased to us; None when none may start."""
+        with self._database.session() as session:
+            if not self._database.is_sqlite:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            running = _running_per_user(session)
+            if sum(running.values()) >= self.limits.total:
+                return None
+            user = self._next_user(session, running)
+            if user is None:
+                return None
+            job = session.scalars(
+                select(Job)
+                .where(Job.status == JobStatus.QUEUED, Job.user == user)
+                .order_by(Job.queued_at, Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if job is None:
+                return None
+            now = utcnow()
+            job.status = JobStatus.RUNNING
+            job.lease_owner, job.lease_expires = self.owner, now + self.lease
+            job.started_at = job.started_at or now
+            job.claimed_at = now
+            return job
+
+    def _next_user(self, session: Session, running: dict[str, int]) -> str | None:
+        waiting = dict(
+            session.execute(
+                select(Job.user, func.min(Job.queued_at))
+                .where(Job.status == JobStatus.QUEUED)
+                .group_by(Job.user)
+            ).all()
+        )
+        per_user = self.limits.per_user
+        eligible = [u for u in waiting if not per_user or running.get(u, 0) < per_user]
+        if not eligible:
+            return None
+        served = dict(
+            session.execute(
+                select(Job.user, func.max(Job.claimed_at))
+                .where(Job.user.in_(eligible))
+                .group_by(Job.user)
+            ).all()
+        )
+        return min(
+            eligible,
+            key=lambda u: (running.get(u, 0), served.get(u) or NEVER, waiting[u] or NEVER, u),
+        )
+
+    def renew(self, job_ids: list[str]) -> None:
+        """The heartbeat: push the lease of our running jobs forward."""
+        if not job_ids:
+            return
+        with self._database.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(job_ids), Job.lease_owner == self.owner)
+                .values(lease_expires=utcnow() + self.lease)
+            )
+
+    def cancel_requested(self, job_ids: list[str]) -> list[str]:
+        """Those of `job_ids` that someone asked to cancel (perhaps through another process)."""
+        if not job_ids:
+            return []
+        with self._database.session() as session:
+            query = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested)
+            return list(session.scalars(query))
+
+    def abandoned(self) -> list[Job]:
+        """Running jobs whose dispatcher is gone: its lease lapsed, or its process died."""
+        now = utcnow()
+        with self._database.session() as session:
+            jobs = session.scalars(
+                select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner != self.owner)
+            ).all()
+        return [job for job in jobs if _abandoned(job, now)]
+
+    def take_over(self, job_id: str, previous_owner: str | None) -> bool:
+        """Moves an abandoned job's lease to us; False when someone else was quicker."""
+        with self._database.session() as session:
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.lease_owner == previous_owner,
+                    Job.status == JobStatus.RUNNING,
+                )
+                .values(lease_owner=self.owner, lease_expires=utcnow() + self.lease)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def position(self, job: Job) -> int | None:
+        """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""
+        if job.status != JobStatus.QUEUED or job.queued_at is None:
+            return None
+        with self._database.session() as session:
+            ahead = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.status == JobStatus.QUEUED, Job.queued_at < job.queued_at)
+            )
+        return (ahead or 0) + 1
+
+
+def _running_per_user(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Job.user, func.count()).where(Job.status == JobStatus.RUNNING).group_by(Job.user)
+    ).all()
+    return {user: count for user, count in rows}
+
+
+def _abandoned(job: Job, now: datetime) -> bool:
+    if job.lease_owner is None or job.lease_expires is None:
+        return True
+    return job.lease_expires < now or owner_is_dead(job.lease_owner)

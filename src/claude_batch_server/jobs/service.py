@@ -1,0 +1,336 @@
+"""The lifecycle of a job: create, add images, start, cancel, resume, delete, and reading it.
+
+Statuses move only as `JobStatus` documents; every move is one conditional update, so a
+cancel racing a claim ends in one consistent state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from sqlalchemy import delete, func, select, update
+
+from claude_batch_server.auth.service import User
+from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
+from claude_batch_server.jobs.dispatcher import Dispatcher
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.images import MAX_IMAGES, ImageStore, safe_name
+from claude_batch_server.jobs.queue import JobQueue
+from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
+from claude_batch_server.repositories.service import RepositoryService, RepoStatus
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job, JobEvent, utcnow
+from claude_batch_server.workspaces.engine import WorkspaceEngine
+
+DELETE_WAIT = 30.0  # seconds a DELETE waits for a job running elsewhere to stop
+FOLLOW_POLL = 1.0
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    prompt: str
+    repository: str
+    options: dict[str, Any]
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobService:
+    def __init__(
+        self,
+        database: Database,
+        queue: JobQueue,
+        dispatcher: Dispatcher,
+        events: EventStore,
+        broker: Broker,
+        images: ImageStore,
+        workspaces: WorkspaceEngine,
+        repositories: RepositoryService,
+    ) -> None:
+        self._database = database
+        self._queue = queue
+        self._dispatcher = dispatcher
+        self._events = events
+        self._broker = broker
+        self._images = images
+        self._workspaces = workspaces
+        self._repositories = repositories
+
+    def visible(self, user: User, job_id: str) -> Job:
+        """The job if `user` may see it; 404 otherwise, whether or not it exists."""
+        with self._database.session() as session:
+            job = session.get(Job, job_id) if len(job_id) <= 32 else None
+        if job is None or not (user.admin or job.user == user.name):
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def position(self, job: Job) -> int | None:
+        return self._queue.position(job)
+
+    def create(self, user: User, request: JobRequest) -> Job:
+        repo = self._repositories.visible(user, request.repository)
+        if repo.status != RepoStatus.READY:
+            raise Conflict(f"repository {repo.name!r} is {repo.status}, not ready")
+        expected = [safe_name(name, set()) for name in request.images]
+        if len(expected) > MAX_IMAGES:
+            raise BadRequest(f"at most {MAX_IMAGES} images")
+        job = Job(
+            id=uuid.uuid4().hex,
+            user=user.name,
+            repository=repo.name,
+            prompt=request.prompt,
+            run_prompt=request.prompt,
+            options=request.options,
+            images=[],
+            expected_images=expected,
+            status=JobStatus.CREATED,
+            created_at=utcnow(),
+            runs=0,
+            num_turns=0,
+            cost_usd=0.0,
+            input_tokens=0,
+            output_tokens=0,
+            cancel_requested=False,
+            workspace_removed=False,
+        )
+        with self._database.session() as session:
+            session.add(job)
+        return job
+
+    def add_images(self, job: Job, files: list[tuple[str | None, bytes]]) -> list[tuple[str, int]]:
+        if job.status != JobStatus.CREATED:
+            raise Conflict("images can be added only while the job is created")
+        if len(job.images) + len(files) > MAX_IMAGES:
+            raise BadRequest(f"at most {MAX_IMAGES} images")
+        taken, saved = set(job.images), []
+        for filename, data in files:
+            name = safe_name(filename, taken)
+            self._images.save(job.id, name, data)
+            taken.add(name)
+            saved.append((name, len(data)))
+        with self._database.session() as session:
+            row = session.get(Job, job.id)
+            if row is None or row.status != JobStatus.CREATED:
+                raise Conflict("images can be added only while the job is created")
+            row.images = [*row.images, *(name for name, _ in saved)]
+        return saved
+
+    def start(self, job: Job) -> Job:
+        missing = [name for name in job.expected_images if name not in job.images]
+        if missing:
+            raise Conflict(f"images named at creation are not uploaded: {', '.join(missing)}")
+        return self._enqueue(job, JobStatus.CREATED, job.prompt)
+
+    def resume(self, job: Job, prompt: str) -> Job:
+        if job.workspace_removed:
+            raise Conflict("the job's workspace has been removed")
+        return self._enqueue(job, ENDED, prompt)
+
+    def _enqueue(self, job: Job, allowed: JobStatus | frozenset[JobStatus], prompt: str) -> Job:
+        states = {allowed} if isinstance(allowed, JobStatus) else set(allowed)
+        with self._database.session() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status.in_(states))
+                .values(
+                    status=JobStatus.QUEUED,
+                    queued_at=utcnow(),
+                    run_prompt=prompt,
+                    cancel_requested=False,
+                    error=None,
+                )
+            )
+            moved = bool(result.rowcount)  # type: ignore[attr-defined]
+            row = session.get(Job, job.id)
+        if not moved or row is None:
+            raise Conflict(f"job {job.id} is {self._status(job.id)}")
+        self._dispatcher.wake()
+        return row
+
+    async def cancel(self, job: Job) -> Job:
+        """Queued or created: cancelled at once. Running: stopped, and cancelled once its
+        process group is gone."""
+        if await anyio.to_thread.run_sync(self._cancel_waiting, job.id):
+            return await anyio.to_thread.run_sync(self._get, job.id)
+        if not await anyio.to_thread.run_sync(self._request_cancel, job.id):
+            raise Conflict(f"job {job.id} is {self._status(job.id)}")
+        self._dispatcher.stop_job(job.id)
+        return await anyio.to_thread.run_sync(self._get, job.id)
+
+    def _cancel_waiting(self, job_id: str) -> bool:
+        with self._database.session() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_([JobStatus.CREATED, JobStatus.QUEUED]))
+                .values(status=JobStatus.CANCELLED, completed_at=utcnow(), error="cancelled")
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def _request_cancel(self, job_id: str) -> bool:
+        with self._database.session() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(cancel_requested=True)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def delete(self, job: Job) -> None:
+        """Stops the job if it runs, then removes its workspace, images and record."""
+        await anyio.to_thread.run_sync(self._cancel_waiting, job.id)
+        if await anyio.to_thread.run_sync(self._request_cancel, job.id):
+            self._dispatcher.stop_job(job.id)
+            await self._dispatcher.wait_for(job.id)
+            await self._wait_until_ended(job.id)
+        await anyio.to_thread.run_sync(self._remove, job.id)
+
+    async def _wait_until_ended(self, job_id: str) -> None:
+        with anyio.move_on_after(DELETE_WAIT):
+            while self._status(job_id) in ACTIVE:
+                await anyio.sleep(0.1)
+        if self._status(job_id) in ACTIVE:
+            raise Conflict(f"job {job_id} did not stop in time; try again")
+
+    def _remove(self, job_id: str) -> None:
+        self._workspaces.remove_workspace(job_id)
+        self._images.remove(job_id)
+        with self._database.session() as session:
+            session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            row = session.get(Job, job_id)
+            if row is not None:
+                session.delete(row)
+
+    def page(
+        self, user: User, status: str | None, limit: int, cursor: str | None, owner: str | None
+    ) -> JobPage:
+        if owner and owner != user.name and not user.admin:
+            raise Forbidden("only members of ADMIN_GROUP may list other users' jobs")
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        query = query.where(Job.user == (owner or user.name))
+        if status:
+            query = query.where(Job.status == _status_filter(status))
+        if cursor:
+            created, job_id = _decode_cursor(cursor)
+            query = query.where(
+                (Job.created_at < created) | ((Job.created_at == created) & (Job.id < job_id))
+            )
+        with self._database.session() as session:
+            jobs = list(session.scalars(query))
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return JobPage(jobs, _encode_cursor(jobs[-1]) if more else None)
+
+    def events_after(self, job_id: str, seq: int) -> list[JobEvent]:
+        """Every event after `seq`, read page by page."""
+        events: list[JobEvent] = []
+        while page := self._events.after(job_id, seq):
+            events += page
+            seq = page[-1].seq
+        return events
+
+    async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
+        """The job's events after `after`, live, until the job has ended and all are sent.
+
+        Woken at once by runs of this process; a run in another process is noticed
+        within `FOLLOW_POLL` seconds."""
+        wake = self._broker.subscribe(job_id)
+        try:
+            while True:
+                wake.clear()
+                ended = self._status(job_id) not in ACTIVE | {JobStatus.CREATED}
+                batch = await anyio.to_thread.run_sync(self._events.after, job_id, after)
+                for event in batch:
+                    after = event.seq
+                    yield event
+                if ended and not batch:
+                    return
+                if not batch:
+                    with anyio.move_on_after(FOLLOW_POLL):
+                        await wake.wait()
+        finally:
+            self._broker.unsubscribe(job_id, wake)
+
+    def active_jobs_of(self, repository: str) -> int:
+        with self._database.session() as session:
+            count = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.repository == repository, Job.status.in_(list(ACTIVE)))
+            )
+        return count or 0
+
+    def expire_workspaces(self, retention: timedelta) -> int:
+        """Removes the workspaces of jobs that ended more than `retention` ago."""
+        cutoff = utcnow() - retention
+        with self._database.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Job.id).where(
+                        Job.status.in_(list(ENDED)),
+                        Job.completed_at < cutoff,
+                        Job.workspace_removed.is_(False),
+                    )
+                )
+            )
+        for job_id in ids:
+            self._workspaces.remove_workspace(job_id)
+            self._images.remove(job_id)
+            with self._database.session() as session:
+                session.execute(update(Job).where(Job.id == job_id).values(workspace_removed=True))
+        return len(ids)
+
+    def restore_workspaces(self) -> int:
+        """After a restart: makes every kept workspace usable again (overlays remounted)."""
+        with self._database.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Job.id).where(Job.commit.is_not(None), Job.workspace_removed.is_(False))
+                )
+            )
+        for job_id in ids:
+            self._workspaces.restore_workspace(job_id)
+        return len(ids)
+
+    def _get(self, job_id: str) -> Job:
+        with self._database.session() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def _status(self, job_id: str) -> str:
+        with self._database.session() as session:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        return status or "gone"
+
+
+def _status_filter(status: str) -> JobStatus:
+    try:
+        return JobStatus(status)
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise BadRequest(f"unknown status {status!r}; one of {names}") from None
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("invalid cursor") from None

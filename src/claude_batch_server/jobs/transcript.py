@@ -1,0 +1,99 @@
+"""Claude Code's stream-json output, line by line, turned into job events and a result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 8 * 1024 * 1024  # a longer line is cut and kept raw, never dropped
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # the stream-json `type` (system, assistant, user, result…), or raw / stderr
+    data: str  # the line as it came, or a JSON object describing what was not JSON
+
+
+@dataclass
+class RunResult:
+    """What one run of Claude Code reported in its `result` event (and `system` init)."""
+
+    session_id: str | None = None
+    output: str | None = None
+    is_error: bool = False
+    subtype: str | None = None
+    num_turns: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seen_result: bool = False
+    errors: list[str] = field(default_factory=list)
+    stderr_tail: list[str] = field(default_factory=list)  # the last lines, for the error
+
+    @property
+    def succeeded(self) -> bool:
+        return self.seen_result and not self.is_error and self.subtype in (None, "success")
+
+    def absorb(self, event: dict[str, Any]) -> None:
+        session = event.get("session_id")
+        if isinstance(session, str) and session:
+            self.session_id = session
+        if event.get("type") == "result":
+            self._take_result(event)
+
+    def _take_result(self, event: dict[str, Any]) -> None:
+        self.seen_result = True
+        self.is_error = bool(event.get("is_error"))
+        self.subtype = _str(event.get("subtype"))
+        result = event.get("result")
+        self.output = result if isinstance(result, str) else self.output
+        self.num_turns = _int(event.get("num_turns"))
+        self.cost_usd = _float(event.get("total_cost_usd"))
+        usage = event.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+        # every input token the model processed, cached or not
+        self.input_tokens = sum(
+            _int(usage.get(key))
+            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        self.output_tokens = _int(usage.get("output_tokens"))
+        errors = event.get("errors")
+        if isinstance(errors, list):
+            self.errors = [str(e) for e in errors]
+
+
+def parse_stdout(line: bytes, result: RunResult) -> Event:
+    """One stdout line as an event; what is not a JSON object is kept as a raw event."""
+    text = line[:MAX_LINE].decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return Event("raw", json.dumps({"text": text}))
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+        return Event("raw", json.dumps({"text": text}))
+    result.absorb(parsed)
+    return Event(parsed["type"][:32], text)
+
+
+def stderr_event(line: bytes) -> Event:
+    text = line[:MAX_LINE].decode("utf-8", errors="replace").rstrip("\r\n")
+    return Event("stderr", json.dumps({"text": text}))
+
+
+def server_event(kind: str, **fields: Any) -> Event:
+    """Our own note in the transcript: a run starting, a resume, how a run ended."""
+    return Event("server", json.dumps({"event": kind, **fields}))
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0

@@ -1,0 +1,37 @@
+"""What a server does at start and then now and again: finish what a stopped server left
+(jobs, clones, overlay mounts), and remove workspaces past JOB_RETENTION_DAYS."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+
+from claude_batch_server.logs import log
+from claude_batch_server.services import Services
+
+RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+
+
+def recover(services: Services) -> None:
+    """Blocking, at start: end the jobs a dead server left running, remount workspaces."""
+    ended = services.dispatcher.recover()
+    restored = services.jobs.restore_workspaces()
+    log.info("recovered", jobs_ended=ended, workspaces_restored=restored)
+
+
+async def restart_clones(services: Services) -> None:
+    for name in services.repositories.resume_interrupted():
+        await anyio.to_thread.run_sync(services.repositories.clone, name)
+
+
+async def retention_loop(services: Services) -> None:
+    retention = timedelta(days=services.settings.JOB_RETENTION_DAYS)
+    while True:
+        try:
+            removed = await anyio.to_thread.run_sync(services.jobs.expire_workspaces, retention)
+            if removed:
+                log.info("retention", workspaces_removed=removed)
+        except Exception:
+            log.exception("retention sweep failed")
+        await anyio.sleep(RETENTION_EVERY)

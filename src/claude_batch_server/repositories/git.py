@@ -1,0 +1,84 @@
+"""git, always run as a user: the registering user for clones, never root.
+
+A repository's `.git/config` is written by whoever cloned it, and settings such as
+`core.fsmonitor` run commands; so the server never runs git as root on a tree a user wrote.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.repositories.validation import redact
+
+CLONE_TIMEOUT = 15 * 60
+QUERY_TIMEOUT = 60
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+ERROR_TAIL = 2000  # characters of git's stderr kept as the repository's error
+
+
+class GitError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Head:
+    commit: str
+    branch: str
+
+
+def environment(account: Account) -> dict[str, str]:
+    """A clean environment for `account`: no prompts, no hooks, only the allowed protocols."""
+    return {
+        "HOME": str(account.home),
+        "USER": account.name,
+        "LOGNAME": account.name,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+
+def run_as(account: Account, args: list[str], cwd: Path, timeout: float) -> str:
+    """git `args` as `account`, in its own session; GitError carries git's own words."""
+    command = ["git", "-c", "core.hooksPath=/dev/null", "-c", f"safe.directory={cwd}", *args]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=cwd,
+            env=environment(account),
+            user=account.uid,
+            group=account.gid,
+            extra_groups=list(account.supplementary_gids),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise GitError(f"git {args[0]} timed out after {int(timeout)} s") from error
+    if result.returncode != 0:
+        raise GitError(redact(result.stderr.strip()[-ERROR_TAIL:]) or f"git {args[0]} failed")
+    return result.stdout
+
+
+def clone(account: Account, url: str, branch: str | None, dest: Path) -> None:
+    """Clone `url` into `dest` (which must not exist; its parent must be the user's)."""
+    args = ["clone", "--quiet", "--template=", "--no-recurse-submodules"]
+    if branch:
+        args += ["--branch", branch, "--single-branch"]
+    run_as(account, [*args, "--", url, str(dest)], dest.parent, CLONE_TIMEOUT)
+
+
+def head(account: Account, repo: Path) -> Head:
+    commit = run_as(account, ["rev-parse", "--verify", "HEAD^{commit}"], repo, QUERY_TIMEOUT)
+    branch = run_as(account, ["rev-parse", "--abbrev-ref", "HEAD"], repo, QUERY_TIMEOUT)
+    return Head(commit.strip(), branch.strip())

@@ -1,0 +1,188 @@
+"""Register, pull, list and remove repositories.
+
+A clone runs as the registering user in a staging folder of theirs under DATA_DIR, so
+nobody registers what they cannot read; the finished tree is then handed to the workspace
+engine, which moves it under DATA_DIR/repos, owned by the service and closed to users.
+A pull clones again the same way and swaps the new tree in: jobs keep their workspaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.auth.service import User
+from claude_batch_server.errors import Conflict, NotFound
+from claude_batch_server.logs import log
+from claude_batch_server.repositories import git
+from claude_batch_server.repositories.validation import check_branch, check_name, check_url
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Repository, utcnow
+from claude_batch_server.workspaces.engine import WorkspaceEngine
+
+
+class RepoStatus(StrEnum):
+    CLONING = "cloning"  # the first clone is under way
+    READY = "ready"  # cloned; jobs may use it (a failed pull keeps it ready, with `error`)
+    FAILED = "failed"  # the first clone failed; `error` says why
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    name: str
+    git_url: str
+    description: str
+    branch: str | None
+
+
+class RepositoryService:
+    def __init__(
+        self,
+        database: Database,
+        engine: WorkspaceEngine,
+        data_dir: Path,
+        lookup: Callable[[str], Account | None],
+    ) -> None:
+        self._database = database
+        self._engine = engine
+        self._staging = data_dir / "staging"
+        self._lookup = lookup
+        self._pulling: set[str] = set()
+
+    def visible(self, user: User, name: str) -> Repository:
+        """The repository if `user` may see it; 404 otherwise, whether or not it exists."""
+        with self._database.session() as session:
+            repo = session.get(Repository, name)
+        if repo is None or not (user.admin or repo.registered_by == user.name):
+            raise NotFound(f"repository {name!r} not found")
+        return repo
+
+    def all_visible(self, user: User) -> list[Repository]:
+        query = select(Repository).order_by(Repository.name)
+        if not user.admin:
+            query = query.where(Repository.registered_by == user.name)
+        with self._database.session() as session:
+            return list(session.scalars(query))
+
+    def register(self, user: User, request: RegisterRequest) -> Repository:
+        """Records the repository as `cloning`; `clone` then does the work."""
+        repo = Repository(
+            name=check_name(request.name),
+            git_url=check_url(request.git_url),
+            description=request.description,
+            branch=check_branch(request.branch),
+            status=RepoStatus.CLONING,
+            registered_by=user.name,
+            registered_at=utcnow(),
+        )
+        try:
+            with self._database.session() as session:
+                session.add(repo)
+        except IntegrityError as error:
+            raise Conflict(f"repository {request.name!r} already exists") from error
+        return repo
+
+    def clone(self, name: str) -> None:
+        """Blocking: the first clone, as the registering user. Ends `ready` or `failed`."""
+        self._fetch(name, first=True)
+
+    def start_pull(self, repo: Repository) -> None:
+        if repo.status == RepoStatus.CLONING or repo.name in self._pulling:
+            raise Conflict(f"repository {repo.name!r} is being cloned already")
+        self._pulling.add(repo.name)
+
+    def pull(self, name: str) -> None:
+        """Blocking: clone the branch's latest commit again and swap it in."""
+        try:
+            self._fetch(name, first=False)
+        finally:
+            self._pulling.discard(name)
+
+    def remove(self, repo: Repository, active_jobs: int) -> None:
+        if active_jobs:
+            raise Conflict(f"repository {repo.name!r} has {active_jobs} queued or running jobs")
+        with self._database.session() as session:
+            row = session.get(Repository, repo.name)
+            if row is not None:
+                session.delete(row)
+        self._engine.remove_repository(repo.name)
+
+    def resume_interrupted(self) -> list[str]:
+        """Names of repositories whose first clone a stopped server left unfinished."""
+        with self._database.session() as session:
+            query = select(Repository.name).where(Repository.status == RepoStatus.CLONING)
+            return list(session.scalars(query))
+
+    def _fetch(self, name: str, *, first: bool) -> None:
+        with self._database.session() as session:
+            repo = session.get(Repository, name)
+        if repo is None:
+            return
+        try:
+            head, size = self._clone_and_adopt(repo)
+        except (git.GitError, OSError) as error:
+            log.warning("clone failed", repository=name, error=str(error))
+            failure: dict[str, object] = {"error": str(error)}
+            if first:
+                failure["status"] = RepoStatus.FAILED
+            self._update(name, **failure)
+            return
+        self._update(
+            name,
+            status=RepoStatus.READY,
+            error=None,
+            commit=head.commit,
+            branch=head.branch,
+            size=size,
+            last_pull=utcnow(),
+        )
+
+    def _clone_and_adopt(self, repo: Repository) -> tuple[git.Head, int]:
+        account = self._lookup(repo.registered_by)
+        if account is None:
+            raise git.GitError(f"account {repo.registered_by!r} no longer exists")
+        staging = self._staging_dir(account)
+        try:
+            tree = staging / "tree"
+            git.clone(account, repo.git_url, repo.branch, tree)
+            head = git.head(account, tree)
+            size = tree_size(tree)
+            self._engine.adopt_repository(tree, repo.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return head, size
+
+    def _staging_dir(self, account: Account) -> Path:
+        self._staging.mkdir(mode=0o711, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="clone-", dir=self._staging))
+        os.chown(staging, account.uid, account.gid)
+        return staging
+
+    def _update(self, name: str, **fields: object) -> None:
+        with self._database.session() as session:
+            repo = session.get(Repository, name)
+            if repo is None:
+                return
+            for field, value in fields.items():
+                setattr(repo, field, value)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes in the files under `root`, counted without following any link."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += (Path(directory) / name).lstat().st_size
+            except OSError:
+                continue
+    return total

@@ -1,0 +1,60 @@
+"""btrfs: every stored repository is a subvolume, and a workspace is a writable snapshot,
+made in constant time whatever the size of the tree.
+
+Ownership would cost a chown per file in every snapshot, so it is paid once: the first job
+of a user at a commit snapshots the repository into a *base* (`Job.base`, one per repo,
+commit and uid), gives the base to the user, and refreshes git's index in it (see
+`gitindex`: the chown changed every file's ctime). Each job then snapshots that base. A snapshot is
+independent of its origin, so a pull that replaces the repository leaves bases and
+workspaces alone; the engine drops a base once no workspace of it is left.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from claude_batch_server.workspaces import gitindex, linux, trees
+from claude_batch_server.workspaces.base import Job
+
+
+class BtrfsStrategy:
+    name = "btrfs"
+    keeps_source = False
+
+    def works(self, scratch: Path) -> bool:
+        try:
+            linux.create_subvolume(scratch / "volume")
+            linux.snapshot(scratch / "volume", scratch / "snapshot")
+        except OSError:
+            return False
+        return True
+
+    def create(self, job: Job) -> None:
+        if not job.base.exists():
+            _make_base(job)
+        linux.snapshot(job.base, job.target)
+
+    def restore(self, job: Job) -> None:
+        """Nothing to do: a subvolume outlives the server."""
+
+
+def store(tree: Path, target: Path) -> None:
+    """Make `target` a new subvolume holding `tree` (sealed, root's), sharing its extents."""
+    linux.create_subvolume(target)
+    trees.clone_tree(tree, target, 0, 0, linux.ficlone)
+
+
+def _make_base(job: Job) -> None:
+    build = job.base.with_name(f"{job.base.name}.build-{secrets.token_hex(4)}")
+    build.parent.mkdir(mode=0o700, exist_ok=True)
+    try:
+        linux.snapshot(job.source, build)
+        trees.chown_tree(build, job.uid, job.gid)
+        build.chmod(0o700)
+        gitindex.refresh(build, job.uid, job.gid)
+        build.rename(job.base)
+    except OSError:
+        trees.remove_tree(build)
+        if not job.base.exists():  # else a job of the same user made it first: use theirs
+            raise

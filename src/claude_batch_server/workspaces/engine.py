@@ -1,0 +1,275 @@
+"""The workspace engine: the policy around the strategies (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.settings import CowStrategy
+from claude_batch_server.workspaces import btrfs, linux, probe, trees
+from claude_batch_server.workspaces.base import GIT_ENV, Job, WorkspaceError
+from claude_batch_server.workspaces.layout import (
+    Layout,
+    Record,
+    checked_commit,
+    checked_job,
+    checked_repository,
+)
+
+
+class WorkspaceEngine:
+    """Stored repositories and per-job copy-on-write workspaces under `data_dir`.
+
+    Every method blocks and is safe to call from several threads and processes at once:
+    the state of each repository is guarded by a file lock, shared while workspaces are
+    made, exclusive while the stored tree is swapped or unused trees are dropped."""
+
+    def __init__(self, data_dir: Path, strategy: CowStrategy) -> None:
+        self._layout = Layout(data_dir)
+        self._layout.prepare()
+        self._sweep_scratch()
+        self._filesystem = linux.filesystem_type(data_dir)
+        with self._scratch() as scratch:
+            self._available = probe.available(scratch)
+        where = f"{data_dir} ({self._filesystem})"
+        self._strategy = probe.choose(strategy, self._available, where)
+        self.strategy_name: str = self._strategy.name
+
+    def report(self) -> dict[str, object]:
+        return {
+            "dataDir": str(self._layout.data_dir),
+            "filesystem": self._filesystem,
+            "strategy": self.strategy_name,
+            "available": dict(self._available),
+        }
+
+    # repositories
+
+    def adopt_repository(self, staging: Path, name: str) -> Path:
+        """Make the fresh clone `staging` (under DATA_DIR, nothing running in it any more)
+        the stored repository `name`, replacing the current one in one atomic step."""
+        target = self._layout.repository(name)
+        self._check_staging(staging)
+        with self._scratch() as scratch:
+            tree = scratch / "tree"
+            staging.rename(tree)  # out of its maker's reach before it is sealed
+            trees.seal_tree(tree)
+            stored = self._store(tree, scratch / "stored")
+            with self._lock(name, exclusive=True):
+                if target.exists():
+                    linux.exchange(stored, target)
+                    self._retire(name, stored)  # `stored` now names the replaced tree
+                else:
+                    stored.rename(target)
+        return target
+
+    def remove_repository(self, name: str) -> None:
+        """Drop the stored repository; workspaces made from it keep working."""
+        target = self._layout.repository(name)
+        with self._scratch() as scratch, self._lock(name, exclusive=True):
+            if target.exists():
+                target.rename(scratch / "old")
+                self._retire(name, scratch / "old")
+
+    # workspaces
+
+    def create_workspace(self, repo_name: str, commit: str, job_id: str, owner: Account) -> Path:
+        """The job's workspace: the repository (with `.git`) at `commit`, owned by `owner`.
+        What an earlier, interrupted attempt for the same job left behind is removed first."""
+        record = Record(
+            checked_job(job_id),
+            self.strategy_name,
+            checked_repository(repo_name),
+            checked_commit(commit),
+            owner.uid,
+            owner.gid,
+        )
+        self.remove_workspace(job_id)
+        with self._lock(repo_name, exclusive=False):
+            if not self._layout.repository(repo_name).exists():  # removed: no new workspaces
+                raise WorkspaceError(f"repository {repo_name!r} is missing")
+            job = self._job(record, self._source(repo_name, commit))
+            job.state.mkdir(mode=0o700)
+            self._layout.write_record(record)  # first: a crash from here on leaves a trace
+            try:
+                self._strategy.create(job)
+            except BaseException:
+                trees.remove_tree(job.target)
+                trees.remove_tree(job.state)
+                raise
+        return job.target
+
+    def workspace_path(self, job_id: str) -> Path:
+        return self._layout.workspace(job_id)
+
+    def workspace_commit(self, job_id: str) -> str | None:
+        record = self._layout.read_record(job_id)
+        return None if record is None else record.commit
+
+    def restore_workspace(self, job_id: str) -> None:
+        """Make the job's workspace usable after a restart (remount an overlay)."""
+        record = self._layout.read_record(job_id)
+        if record is None or not self._layout.workspace(job_id).exists():
+            raise WorkspaceError(f"job {job_id} has no workspace")
+        strategy = probe.STRATEGIES[record.strategy]
+        with self._lock(record.repository, exclusive=False):
+            source = self._layout.repository(record.repository)
+            if strategy.keeps_source:
+                source = self._source(record.repository, record.commit)
+            strategy.restore(self._job(record, source))
+
+    def remove_workspace(self, job_id: str) -> None:
+        """Remove the job's workspace if there is one, and what only it still used."""
+        record = self._layout.read_record(job_id)
+        if record is None:
+            self._remove_job_files(job_id)
+            return
+        with self._lock(record.repository, exclusive=True):
+            self._remove_job_files(job_id)
+            self._collect(record.repository)
+
+    def collect(self) -> None:
+        """Drop every base and kept tree that no workspace uses any more, and the leftovers
+        of dead processes. `remove_workspace` does this for its own repository already."""
+        self._sweep_scratch()
+        shared = (self._layout.bases, self._layout.kept)
+        for name in {path.name for top in shared for path in _dirs(top)}:
+            with self._lock(name, exclusive=True):
+                self._collect(name)
+
+    # policy
+
+    def _source(self, repository: str, commit: str) -> Path:
+        """The stored tree at `commit`: a kept one, or the repository if it is there now."""
+        kept = self._layout.kept_tree(repository, commit)
+        if kept.exists():
+            return kept
+        stored = self._layout.repository(repository)
+        head = _head(stored)
+        if head != commit:
+            found = f"at {head}" if head else "missing"
+            raise WorkspaceError(f"repository {repository!r} is {found}, not at {commit}")
+        return stored
+
+    def _job(self, record: Record, source: Path) -> Job:
+        return Job(
+            source=source,
+            base=self._layout.base(record.repository, record.commit, record.uid),
+            target=self._layout.workspace(record.job_id),
+            state=self._layout.job_state(record.job_id),
+            uid=record.uid,
+            gid=record.gid,
+        )
+
+    def _store(self, tree: Path, scratch: Path) -> Path:
+        """The sealed tree as it is stored: on btrfs a subvolume, to be snapshotted."""
+        if not self._available["btrfs"]:
+            return tree
+        btrfs.store(tree, scratch)
+        return scratch
+
+    def _retire(self, name: str, old: Path) -> None:
+        """Keep a replaced or removed stored tree if a workspace still reads it (an overlay's
+        lower layer); otherwise it stays in `old`, in the scratch area, to be deleted."""
+        commit = _head(old)
+        if commit is None or not self._reads(name, commit):
+            return
+        kept = self._layout.kept_tree(name, commit)
+        if not kept.exists():  # else the workspaces at `commit` read that one, not `old`
+            kept.parent.mkdir(mode=0o700, exist_ok=True)
+            old.rename(kept)
+
+    def _reads(self, name: str, commit: str) -> bool:
+        return any(
+            record.repository == name
+            and record.commit == commit
+            and probe.STRATEGIES[record.strategy].keeps_source
+            for record in self._layout.records()
+        )
+
+    def _collect(self, name: str) -> None:
+        """Under the exclusive lock of `name`: drop its unused bases and kept trees."""
+        used: set[Path] = set()
+        for record in self._layout.records():
+            if record.repository == name:
+                used.add(self._layout.base(name, record.commit, record.uid))
+                if probe.STRATEGIES[record.strategy].keeps_source:
+                    used.add(self._layout.kept_tree(name, record.commit))
+        for top in (self._layout.bases / name, self._layout.kept / name):
+            for path in _dirs(top):
+                if path not in used:
+                    trees.remove_tree(path)
+            with contextlib.suppress(OSError):  # absent, or still in use
+                top.rmdir()
+
+    def _remove_job_files(self, job_id: str) -> None:
+        trees.remove_tree(self._layout.workspace(job_id))
+        trees.remove_tree(self._layout.job_state(job_id))  # the record goes last
+
+    def _check_staging(self, staging: Path) -> None:
+        """A real directory under DATA_DIR (one filesystem: it is renamed, not copied),
+        outside what the engine itself keeps there."""
+        layout = self._layout
+        real = staging.parent.resolve() / staging.name
+        ours = (layout.repos, layout.workspaces, layout.state)
+        if (
+            not real.is_relative_to(layout.data_dir.resolve())
+            or any(real.is_relative_to(path.resolve()) for path in ours)
+            or staging.is_symlink()
+            or not staging.is_dir()
+        ):
+            raise WorkspaceError(f"not a staging directory under {layout.data_dir}: {staging}")
+
+    @contextmanager
+    def _lock(self, name: str, *, exclusive: bool) -> Iterator[None]:
+        # flock on a descriptor of our own: excludes other threads as well as processes
+        path = self._layout.locks / checked_repository(name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """A root-only directory on DATA_DIR's filesystem, deleted afterwards."""
+        path = self._layout.scratch / f"{os.getpid()}-{secrets.token_hex(6)}"
+        path.mkdir(mode=0o700)
+        try:
+            yield path
+        finally:
+            trees.remove_tree(path)
+
+    def _sweep_scratch(self) -> None:
+        """Delete the scratch directories of processes that died before they could."""
+        for path in _dirs(self._layout.scratch):
+            pid = path.name.partition("-")[0]
+            if not Path(f"/proc/{pid}").exists():
+                trees.remove_tree(path)
+
+
+def _dirs(top: Path) -> list[Path]:
+    try:
+        return [path for path in top.iterdir() if path.is_dir() and not path.is_symlink()]
+    except FileNotFoundError:
+        return []
+
+
+def _head(tree: Path) -> str | None:
+    """The commit checked out in a stored tree (root's: git runs nothing of it for this)."""
+    result = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--verify", "--quiet", "HEAD"],
+        env=GIT_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or None if result.returncode == 0 else None

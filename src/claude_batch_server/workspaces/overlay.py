@@ -1,0 +1,136 @@
+"""overlayfs: the stored tree is the read-only lower layer, and each job writes only into an
+upper layer of its own; works on ext4, XFS and btrfs alike, in constant time.
+
+Ownership. The lower layer is root's, and the job's user must own and be able to change
+every file. Two ways were measured (docs/benchmarks.md, "Workspaces"):
+
+* a per-user base, a chowned full copy of the tree per (repo, commit, uid) used as the
+  lower layer: on ext4 that is a real copy, so the first job of each user at each commit
+  costs as much time and disk as `cp -a` (seconds and the whole repository again);
+* an *idmapped* lower layer (chosen): the stored tree is bind-mounted with the mapping
+  "root -> the job's user", so every file in it appears owned by that user, and overlayfs
+  (5.19+) copies a file up into the upper layer with that owner when it is first changed.
+  Nothing is copied or chowned, the first job of a user costs what every job costs (a few
+  milliseconds), and one stored tree serves every user. The cost is the mount itself:
+  it does not survive a restart, hence `restore`.
+
+The engine keeps the lower tree while a workspace uses it. The upper and work directories
+and the mount point of the idmapped lower live in the job's private state; the idmapped
+mount is detached again right after mounting, as overlayfs holds clones of its layers.
+`redirect_dir=on` lets a directory of the lower layer be renamed (else rename(2) fails with
+EXDEV, which few programs handle). Mounted nosuid and nodev.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Final
+
+from claude_batch_server.workspaces import gitindex, idmap, linux
+from claude_batch_server.workspaces.base import Job, WorkspaceError
+
+_PROBE_ID: Final = 2_000_000_000  # an id no account has, to see the mapping at work
+# overlayfs splits its options at ',' and lower layers at ':'; '\\' escapes
+_OPTION_SEPARATORS: Final = frozenset(",:\\")
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class OverlayStrategy:
+    name = "overlay"
+    keeps_source = True
+
+    def works(self, scratch: Path) -> bool:
+        lower, state = scratch / "lower", scratch / "state"
+        lower.mkdir()
+        state.mkdir()
+        (lower / "file").write_bytes(b"probe")
+        job = Job(lower, scratch / "base", scratch / "workspace", state, _PROBE_ID, _PROBE_ID)
+        try:
+            self.create(job)
+            (job.target / "file").chmod(0o600)  # a copy-up into the upper layer
+        except (OSError, WorkspaceError):
+            return False
+        return (state / "upper" / "file").stat().st_uid == _PROBE_ID
+
+    def create(self, job: Job) -> None:
+        for layer in ("upper", "work", "lower"):
+            (job.state / layer).mkdir(mode=0o700)
+        # the top of the overlay takes owner and mode from the top of the upper layer
+        os.chown(job.state / "upper", job.uid, job.gid)
+        # root's while nothing is mounted on it: no one writes into it unseen
+        job.target.mkdir(mode=0o700)
+        saved = job.base / "index"
+        if saved.is_file():
+            _place_index(job, saved.read_bytes())
+            self._mount(job)
+        else:
+            self._mount(job)
+            _save_index(job, saved)
+
+    def restore(self, job: Job) -> None:
+        if not linux.is_mount_point(job.target):
+            self._mount(job)
+
+    def _mount(self, job: Job) -> None:
+        lower = job.state / "lower"
+        options = ",".join(
+            [
+                f"lowerdir={_option_path(lower)}",
+                f"upperdir={_option_path(job.state / 'upper')}",
+                f"workdir={_option_path(job.state / 'work')}",
+                "redirect_dir=on",
+            ]
+        )
+        idmap.bind_as_owner(job.source, lower, job.uid, job.gid)
+        try:
+            flags = linux.MS_NOSUID | linux.MS_NODEV
+            linux.mount("overlay", job.target, "overlay", flags, options)
+        finally:
+            linux.unmount(lower)
+
+
+def _place_index(job: Job, index: bytes) -> None:
+    """Put the user's refreshed git index (see `gitindex`) straight into the upper layer,
+    before the mount: the user cannot reach it yet, and nothing is copied up."""
+    git_dir = job.state / "upper" / ".git"
+    git_dir.mkdir(mode=stat.S_IMODE((job.source / ".git").stat().st_mode))
+    os.chown(git_dir, job.uid, job.gid)
+    (git_dir / "index").write_bytes(index)
+    os.chown(git_dir / "index", job.uid, job.gid)
+
+
+def _save_index(job: Job, saved: Path) -> None:
+    """The first workspace of a user at a commit: refresh git's index in it as the user,
+    and keep the result (read from the upper layer, where git wrote it) for the next."""
+    gitindex.refresh(job.target, job.uid, job.gid)
+    try:
+        index = _read_beneath(job.state / "upper", ".git", "index")
+    except OSError:  # not a git checkout, or nothing needed refreshing
+        return
+    job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = saved.with_name(f".index-{secrets.token_hex(4)}")
+    temporary.write_bytes(index)
+    temporary.replace(saved)  # whole or not at all: another first job may race this one
+
+
+def _read_beneath(top: Path, directory: str, name: str) -> bytes:
+    """The bytes of the regular file top/directory/name, following no symlink: the user
+    wrote what lies under `top`."""
+    with (
+        linux.opened(top) as top_fd,
+        linux.opened(directory, dir_fd=top_fd) as directory_fd,
+        linux.opened(name, _READ_FLAGS, directory_fd) as fd,
+    ):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {top / directory / name}")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+
+
+def _option_path(path: Path) -> str:
+    if _OPTION_SEPARATORS.intersection(str(path)):
+        raise WorkspaceError(f"overlay cannot use a path with ',', ':' or '\\': {path}")
+    return str(path)

@@ -1,0 +1,40 @@
+"""What works where, and what `auto` picks: the filesystem of DATA_DIR itself decides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claude_batch_server.settings import CowStrategy
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError
+from tests.workspaces.conftest import WORKING, kind
+
+AUTO = {"btrfs": "btrfs", "xfs": "overlay", "ext4": "overlay"}
+
+
+@pytest.mark.parametrize("strategy", ["auto"])
+@pytest.mark.parametrize("filesystem", ["disk", "xfs", "btrfs"])
+def test_auto_picks_the_best_that_works(
+    engine: WorkspaceEngine, filesystem: str, data_dir: Path
+) -> None:
+    fstype = kind(filesystem)
+    if fstype not in AUTO:
+        pytest.skip(f"no expectation for {fstype}")
+
+    report = engine.report()
+
+    assert engine.strategy_name == AUTO[fstype]
+    assert report == {
+        "dataDir": str(data_dir),
+        "filesystem": fstype,
+        "strategy": AUTO[fstype],
+        "available": {name: name in WORKING[fstype] for name in WORKING["btrfs"]},
+    }
+    assert not any((data_dir / "cow" / "tmp").iterdir())  # the probes cleaned up
+
+
+@pytest.mark.parametrize("filesystem", ["disk", "xfs"])
+def test_a_strategy_that_does_not_work_is_refused(data_dir: Path, filesystem: str) -> None:
+    with pytest.raises(WorkspaceError, match="COW_STRATEGY=btrfs does not work"):
+        WorkspaceEngine(data_dir, CowStrategy.BTRFS)

@@ -1,0 +1,129 @@
+"""Stored repositories: adopted sealed, swapped atomically by a pull, removed, while the
+workspaces made from them keep working."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from claude_batch_server.accounts import Account
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, linux
+from tests.workspaces.conftest import combinations
+from tests.workspaces.helpers import GitRepo, as_user, git, owners, tree_state
+
+Adopt = Callable[..., Path]
+every = pytest.mark.parametrize(("filesystem", "strategy"), combinations())
+# The strategy does not matter to adoption, the filesystem does.
+each_filesystem = pytest.mark.parametrize(
+    ("filesystem", "strategy"), [("disk", "auto"), ("xfs", "auto"), ("btrfs", "auto")]
+)
+
+
+@each_filesystem
+def test_adopted_clone_is_sealed_and_its_source_untouched(
+    engine: WorkspaceEngine, source: GitRepo, account: Account, data_dir: Path
+) -> None:
+    # The user's own copy of the upstream, on the same filesystem: a local clone of it
+    # hard-links the objects, which adoption must not take over.
+    home = data_dir / "home"
+    home.mkdir()
+    os.chown(home, account.uid, account.gid)
+    upstream = home / "upstream"
+    git(home, "clone", "--quiet", "--bare", str(source.path), str(upstream))
+    subprocess.run(["chown", "-R", f"{account.uid}:{account.gid}", str(upstream)], check=True)
+    upstream_before = tree_state(upstream)
+    staging = data_dir / "staging"
+    staging.mkdir(mode=0o711)
+    os.chown(staging, account.uid, account.gid)
+    as_user(
+        account,
+        f"""
+        git clone --quiet {upstream} tree
+        chmod g+w,o+w tree/src/app.py && chmod u+s,g+w tree/bin/run.sh && chmod 1777 tree/data
+        mkfifo tree/pipe
+        """,
+        staging,
+    )
+    assert as_user(account, "find tree/.git/objects -type f -links +1 | head -1", staging)
+
+    repo = engine.adopt_repository(staging / "tree", "repo")
+
+    assert repo == data_dir / "repos" / "repo"
+    assert not (staging / "tree").exists()
+    assert owners(repo) == {(0, 0)}
+    for directory, dirs, files in os.walk(repo):
+        for name in dirs + files:
+            st = Path(directory, name).lstat()
+            assert st.st_nlink == 1 or stat.S_ISDIR(st.st_mode), name
+            assert stat.S_ISLNK(st.st_mode) or st.st_mode & 0o7022 == 0, name
+    assert not (repo / "pipe").exists()
+    assert git(repo, "rev-parse", "HEAD") == source.commits[-1]
+    assert tree_state(upstream) == upstream_before
+
+
+@pytest.mark.parametrize(("filesystem", "strategy"), [("btrfs", "auto"), ("btrfs", "copy")])
+def test_on_btrfs_the_stored_repository_is_a_subvolume(
+    engine: WorkspaceEngine, adopt: Adopt, source: GitRepo
+) -> None:
+    assert linux.is_subvolume(adopt(source))
+
+
+@every
+def test_pull_swaps_the_repository_and_keeps_workspaces(
+    engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account, data_dir: Path
+) -> None:
+    adopt(source)
+    old = source.commits[-1]
+    workspace = engine.create_workspace("repo", old, "job1", account)
+    as_user(account, "echo mine > note.txt", workspace)
+    new = source.commit({"src/app.py": b"print('third')\n"}, "third")
+
+    repo = adopt(source)  # a pull: a fresh clone replaces the stored one
+
+    assert git(repo, "rev-parse", "HEAD") == new
+    engine.restore_workspace("job1")
+    assert (workspace / "src" / "app.py").read_text() == "print('app, second')\n"
+    assert as_user(account, "git rev-parse HEAD; cat note.txt", workspace).split() == [old, "mine"]
+    later = engine.create_workspace("repo", new, "job2", account)
+    assert (later / "src" / "app.py").read_text() == "print('third')\n"
+
+    engine.remove_workspace("job1")
+    engine.remove_workspace("job2")
+    assert not any((data_dir / "cow" / "kept").iterdir())
+    assert not any((data_dir / "cow" / "bases").iterdir())
+
+
+@every
+def test_removed_repository_leaves_workspaces_working(
+    engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account, data_dir: Path
+) -> None:
+    adopt(source)
+    workspace = engine.create_workspace("repo", source.commits[-1], "job1", account)
+
+    engine.remove_repository("repo")
+    engine.remove_repository("repo")  # again: nothing to do
+
+    assert not (data_dir / "repos" / "repo").exists()
+    engine.restore_workspace("job1")
+    assert as_user(account, "git log --oneline | wc -l", workspace).strip() == "2"
+    with pytest.raises(WorkspaceError, match="missing"):
+        engine.create_workspace("repo", source.commits[-1], "job2", account)
+    engine.remove_workspace("job1")
+    assert not any((data_dir / "cow" / "kept").iterdir())
+
+
+@each_filesystem
+def test_staging_outside_the_data_dir_is_refused(
+    engine: WorkspaceEngine, source: GitRepo, tmp_path: Path
+) -> None:
+    outside = tmp_path / "tree"
+    subprocess.run(["git", "clone", "--quiet", str(source.path), str(outside)], check=True)
+
+    with pytest.raises(WorkspaceError, match="not a staging directory"):
+        engine.adopt_repository(outside, "repo")
+    assert (outside / ".git").is_dir()
