@@ -26,9 +26,13 @@ from tests.support.postgres import running_cluster
 from tests.support.server import LiveServer
 from tests.support.users import UserFactory
 
-STAND_IN = """#!/bin/sh
-echo '{"type":"system","subtype":"init","session_id":"bench"}'
-echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"bench","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1}}'
+RESULT = (
+    '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok",'
+    '"session_id":"bench","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1}}'
+)
+STAND_IN = f"""#!/bin/sh
+echo '{{"type":"system","subtype":"init","session_id":"bench"}}'
+echo '{RESULT}'
 """
 
 
@@ -38,8 +42,12 @@ def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer
     agent.chmod(0o755)
     data = root / "data"
     data.mkdir()
-    env = {"CLAUDE_COMMAND": str(agent), "MAX_CONCURRENT_JOBS": str(slots), "LOG_FORMAT": "json",
-           "JWT_KEY": "bench-" + "k" * 60}
+    env = {
+        "CLAUDE_COMMAND": str(agent),
+        "MAX_CONCURRENT_JOBS": str(slots),
+        "LOG_FORMAT": "json",
+        "JWT_KEY": "bench-" + "k" * 60,
+    }
     if database_url:
         env["DATABASE_URL"] = database_url
     return LiveServer(data, env).start()
@@ -90,8 +98,10 @@ def measure(backend: str, database_url: str | None, jobs: int, slots: int) -> st
             server.stop()
             users.cleanup()
     p99 = statistics.quantiles(samples, n=100)[98]
-    return (f"| {backend} | {jobs} | {statistics.median(samples):.1f} | {p99:.1f} | "
-            f"{slots} | {rate:.1f} |")
+    return (
+        f"| {backend} | {jobs} | {statistics.median(samples):.1f} | {p99:.1f} | "
+        f"{slots} | {rate:.1f} |"
+    )
 
 
 def main() -> None:
@@ -105,8 +115,9 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "postgres":
             with running_cluster() as cluster:
-                print(measure(backend, cluster.create_database(), args.jobs, args.slots),
-                      flush=True)
+                print(
+                    measure(backend, cluster.create_database(), args.jobs, args.slots), flush=True
+                )
         else:
             print(measure(backend, None, args.jobs, args.slots), flush=True)
 

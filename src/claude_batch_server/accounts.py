@@ -63,7 +63,7 @@ def lookup(name: str) -> Account | None:
     """The account called `name` through the system's name service, or None."""
     try:
         entry = pwd.getpwnam(name)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         return None
     return _account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 

@@ -9,7 +9,17 @@ import anyio
 from fastapi import FastAPI
 
 from claude_batch_server import __version__, errors, logs, maintenance
-from claude_batch_server.api.routes import auth, health, jobs, repositories, system
+from claude_batch_server.api.limits import BodyLimitMiddleware
+from claude_batch_server.api.routes import (
+    audit,
+    auth,
+    files,
+    health,
+    jobs,
+    repositories,
+    system,
+)
+from claude_batch_server.api.schemas.base import ERROR_RESPONSES
 from claude_batch_server.jobs.execution import SHUTDOWN
 from claude_batch_server.services import build_services
 from claude_batch_server.settings import Settings
@@ -52,8 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(logs.RequestLogMiddleware)
     errors.install_handlers(app)
-    for module in (auth, repositories, jobs, system, health):
-        app.include_router(module.router)
+    for module in (auth, repositories, jobs, files, system, audit, health):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -14,6 +14,7 @@ from claude_batch_server.auth.service import AuthService, User
 from claude_batch_server.auth.shadow import ShadowAuthenticator
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import TokenService
+from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
@@ -42,6 +43,7 @@ class Services:
     repositories: RepositoryService
     jobs: JobService
     dispatcher: Dispatcher
+    files: FileService
 
     def active_jobs_of(self, repository: str) -> int:
         return self.jobs.active_jobs_of(repository)
@@ -82,8 +84,18 @@ def build_services(settings: Settings, database: Database) -> Services:
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     dispatcher, jobs = _job_engine(settings, database, workspaces, repositories)
+    files = FileService(workspaces, accounts.lookup)
     return Services(
-        settings, database, auditor, auth, health, workspaces, repositories, jobs, dispatcher
+        settings,
+        database,
+        auditor,
+        auth,
+        health,
+        workspaces,
+        repositories,
+        jobs,
+        dispatcher,
+        files,
     )
 
 

@@ -40,11 +40,12 @@ class JobWorld:
     users: UserFactory
     apis: list[Api]
 
-    def member(self, repository: str = "demo", files: dict[str, str] | None = None) -> Api:
+    def member(self, files: dict[str, str] | None = None) -> Api:
+        """A new user with a ready repository of their own (names are server-wide)."""
         api = Api(self.server, self.users.create())
         self.apis.append(api)
         source = make_git_repo(home_of(api.user), api.user, files)
-        api.ready_repository(repository, source)
+        api.ready_repository(f"demo-{api.user.name}", source)
         return api
 
 

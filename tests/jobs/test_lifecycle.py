@@ -22,7 +22,7 @@ def workspace(world_dir: Path, job_id: str) -> Path:
 def test_a_job_writes_a_file_as_its_user(job_world: JobWorldFactory) -> None:
     world = job_world()
     alice = world.member()
-    job = alice.run("demo", f"Write hello.txt {marker('write-file')}")
+    job = alice.run(alice.repo, f"Write hello.txt {marker('write-file')}")
     assert job["status"] == "created"
 
     done = alice.wait_ended(job["jobId"])
@@ -38,7 +38,7 @@ def test_a_job_writes_a_file_as_its_user(job_world: JobWorldFactory) -> None:
     written = workspace(world.server.data_dir, job["jobId"]) / "hello.txt"
     assert written.read_text() == "hello world\n"
     assert written.stat().st_uid == alice.user.uid
-    assert not (world.server.data_dir / "repos" / "demo" / "hello.txt").exists()
+    assert not (world.server.data_dir / "repos" / alice.repo / "hello.txt").exists()
 
     events = alice.events(job["jobId"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -51,7 +51,7 @@ def test_a_job_writes_a_file_as_its_user(job_world: JobWorldFactory) -> None:
 def test_bash_runs_as_the_user(job_world: JobWorldFactory) -> None:
     world = job_world()
     alice = world.member()
-    job = alice.run("demo", f"Who am I? {marker('whoami')}")
+    job = alice.run(alice.repo, f"Who am I? {marker('whoami')}")
     assert alice.wait_ended(job["jobId"])["status"] == "completed"
     who = workspace(world.server.data_dir, job["jobId"]) / "who.txt"
     assert who.read_text().strip() == alice.user.name
@@ -60,7 +60,7 @@ def test_bash_runs_as_the_user(job_world: JobWorldFactory) -> None:
 
 def test_an_api_error_fails_the_job(job_world: JobWorldFactory) -> None:
     alice = job_world().member()
-    job = alice.run("demo", f"Fail please {marker('bad-request')}")
+    job = alice.run(alice.repo, f"Fail please {marker('bad-request')}")
     done = alice.wait_ended(job["jobId"])
     assert done["status"] == "failed"
     assert "fake invalid request" in done["error"] or "400" in done["error"]
@@ -71,7 +71,7 @@ def test_resume_continues_the_same_session(
 ) -> None:
     world = job_world()
     alice = world.member()
-    job = alice.run("demo", f"First {marker('two-answers')}")
+    job = alice.run(alice.repo, f"First {marker('two-answers')}")
     first = alice.wait_ended(job["jobId"])
     assert first["output"] == "First answer."
     seen = len(alice.events(job["jobId"]))
@@ -99,7 +99,7 @@ def test_an_image_reaches_the_model(
     world = job_world()
     alice = world.member()
     png = tiny_png(3, 3, (0, 128, 255))
-    job = alice.create_job("demo", f"Describe the picture {marker('hello')}")
+    job = alice.create_job(alice.repo, f"Describe the picture {marker('hello')}")
     upload = alice.http.post(
         f"/jobs/{job['jobId']}/images", files=[("file", ("../../etc/pic.png", png, "image/png"))]
     )
@@ -130,7 +130,7 @@ def test_options_reach_claude_code(
         "disallowedTools": ["WebFetch", "Bash(rm:*)"],
         "appendSystemPrompt": "--always answer in haiku",
     }
-    job = alice.run("demo", f"Hi {marker('hello')}", options=options)
+    job = alice.run(alice.repo, f"Hi {marker('hello')}", options=options)
     done = alice.wait_ended(job["jobId"])
     assert done["status"] == "completed", done
     assert done["options"] == options
@@ -142,7 +142,7 @@ def test_options_reach_claude_code(
 
 def test_state_rules_are_409(job_world: JobWorldFactory) -> None:
     alice = job_world().member()
-    job = alice.create_job("demo", f"Hi {marker('hello')}")
+    job = alice.create_job(alice.repo, f"Hi {marker('hello')}")
     job_id = job["jobId"]
     assert alice.http.post(f"/jobs/{job_id}/resume", json={"prompt": "x"}).status_code == 409
     alice.start(job_id)
@@ -156,19 +156,19 @@ def test_state_rules_are_409(job_world: JobWorldFactory) -> None:
 def test_bad_job_input_is_4xx(job_world: JobWorldFactory) -> None:
     alice = job_world().member()
     bad_bodies = [
-        {"repository": "demo"},
-        {"repository": "demo", "prompt": ""},
+        {"repository": alice.repo},
+        {"repository": alice.repo, "prompt": ""},
         {"repository": "nope", "prompt": "x"},
-        {"repository": "demo", "prompt": "x", "options": {"model": "--evil"}},
-        {"repository": "demo", "prompt": "x", "options": {"timeout": -1}},
-        {"repository": "demo", "prompt": "x", "options": {"allowedTools": ["a,b"]}},
-        {"repository": "demo", "prompt": "x", "options": {"unknown": 1}},
+        {"repository": alice.repo, "prompt": "x", "options": {"model": "--evil"}},
+        {"repository": alice.repo, "prompt": "x", "options": {"timeout": -1}},
+        {"repository": alice.repo, "prompt": "x", "options": {"allowedTools": ["a,b"]}},
+        {"repository": alice.repo, "prompt": "x", "options": {"unknown": 1}},
     ]
     for body in bad_bodies:
         response = alice.http.post("/jobs", json=body)
         assert 400 <= response.status_code < 500, (body, response.text)
         assert response.json()["detail"]
-    job = alice.create_job("demo", "x")
+    job = alice.create_job(alice.repo, "x")
     not_image = ("file", ("x.png", b"#!/bin/sh\necho hi\n", "image/png"))
     response = alice.http.post(f"/jobs/{job['jobId']}/images", files=[not_image])
     assert response.status_code == 400
@@ -179,13 +179,14 @@ def test_bad_job_input_is_4xx(job_world: JobWorldFactory) -> None:
 
 def test_event_stream_resumes_from_last_event_id(job_world: JobWorldFactory) -> None:
     alice = job_world().member()
-    job = alice.run("demo", f"Write {marker('write-file')}")
+    job = alice.run(alice.repo, f"Write {marker('write-file')}")
 
     def read_stream(last_id: int | None) -> list[tuple[str, str, str]]:
         headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
         seen, fields = [], {"id": "", "event": "message", "data": ""}
-        with alice.http.stream("GET", f"/jobs/{job['jobId']}/events", headers=headers,
-                               timeout=httpx.Timeout(120)) as response:
+        with alice.http.stream(
+            "GET", f"/jobs/{job['jobId']}/events", headers=headers, timeout=httpx.Timeout(120)
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             for line in response.iter_lines():
                 if not line:
@@ -210,7 +211,7 @@ def test_event_stream_resumes_from_last_event_id(job_world: JobWorldFactory) -> 
 
 def test_list_filters_and_pages(job_world: JobWorldFactory) -> None:
     alice = job_world().member()
-    made = [alice.create_job("demo", f"job {i}")["jobId"] for i in range(5)]
+    made = [alice.create_job(alice.repo, f"job {i}")["jobId"] for i in range(5)]
     first = alice.http.get("/jobs", params={"limit": 2}).json()
     assert [j["jobId"] for j in first["jobs"]] == made[::-1][:2]
     second = alice.http.get("/jobs", params={"limit": 2, "cursor": first["nextCursor"]}).json()
@@ -226,13 +227,15 @@ def test_the_agent_cannot_touch_the_repository(
 ) -> None:
     world = job_world()
     alice = world.member()
-    stored = world.server.data_dir / "repos" / "demo"
-    before = subprocess.run(["sha256sum", "README.md"], cwd=stored, capture_output=True,
-                            text=True, check=True).stdout
+    stored = world.server.data_dir / "repos" / alice.repo
+    before = subprocess.run(
+        ["sha256sum", "README.md"], cwd=stored, capture_output=True, text=True, check=True
+    ).stdout
     command = f"echo pwned >> {stored}/README.md; touch {stored}/new"
     fake_anthropic.add_script("tamper", [bash(command), text("Tried.")])
-    job = alice.run("demo", f"Try {marker('tamper')}")
+    job = alice.run(alice.repo, f"Try {marker('tamper')}")
     alice.wait_ended(job["jobId"])
-    after = subprocess.run(["sha256sum", "README.md"], cwd=stored, capture_output=True,
-                           text=True, check=True).stdout
+    after = subprocess.run(
+        ["sha256sum", "README.md"], cwd=stored, capture_output=True, text=True, check=True
+    ).stdout
     assert before == after and not (stored / "new").exists()

@@ -19,8 +19,11 @@ NAP = "nap"
 
 def intervals(jobs: list[dict[str, object]]) -> list[tuple[datetime, datetime, str]]:
     return [
-        (datetime.fromisoformat(str(j["startedAt"])), datetime.fromisoformat(str(j["completedAt"])),
-         str(j["user"]))
+        (
+            datetime.fromisoformat(str(j["startedAt"])),
+            datetime.fromisoformat(str(j["completedAt"])),
+            str(j["user"]),
+        )
         for j in jobs
     ]
 
@@ -40,7 +43,7 @@ def most_at_once(spans: list[tuple[datetime, datetime, str]], user: str | None =
 
 def run_all(members: list[Api], per_member: int) -> list[dict[str, object]]:
     started = [
-        (api, api.run("demo", f"Nap {i} {marker(NAP)}")["jobId"])
+        (api, api.run(api.repo, f"Nap {i} {marker(NAP)}")["jobId"])
         for i in range(per_member)
         for api in members
     ]
@@ -68,8 +71,8 @@ def test_limits_hold_at_every_instant(job_world: JobWorldFactory) -> None:
 def test_fifo_per_user_and_fair_between_users(job_world: JobWorldFactory) -> None:
     world = job_world(MAX_CONCURRENT_JOBS="1")
     alice, bob = world.member(), world.member()
-    alice_jobs = [alice.run("demo", f"A{i} {marker(NAP)}")["jobId"] for i in range(4)]
-    bob_job = bob.run("demo", f"B {marker(NAP)}")["jobId"]
+    alice_jobs = [alice.run(alice.repo, f"A{i} {marker(NAP)}")["jobId"] for i in range(4)]
+    bob_job = bob.run(bob.repo, f"B {marker(NAP)}")["jobId"]
     done = {job_id: alice.wait_ended(job_id, 300) for job_id in alice_jobs}
     done[bob_job] = bob.wait_ended(bob_job, 300)
     order = sorted(done, key=lambda job_id: str(done[job_id]["startedAt"]))
@@ -81,7 +84,7 @@ def test_fifo_per_user_and_fair_between_users(job_world: JobWorldFactory) -> Non
 def test_one_users_concurrent_jobs_keep_their_state(job_world: JobWorldFactory) -> None:
     world = job_world(MAX_CONCURRENT_JOBS="4")
     alice = world.member()
-    jobs = [alice.run("demo", f"Job {i} {marker('two-answers')}")["jobId"] for i in range(4)]
+    jobs = [alice.run(alice.repo, f"Job {i} {marker('two-answers')}")["jobId"] for i in range(4)]
     first = [alice.wait_ended(job_id, 300) for job_id in jobs]
     assert [job["output"] for job in first] == ["First answer."] * 4
     for job_id in jobs:
@@ -110,7 +113,7 @@ def test_two_servers_share_one_postgres_queue(
     jobs = []
     for i in range(6):
         door = member if i % 2 else other_door
-        jobs.append((door, door.run("demo", f"Nap {i} {marker(NAP)}")["jobId"]))
+        jobs.append((door, door.run(member.repo, f"Nap {i} {marker(NAP)}")["jobId"]))
     done = [door.wait_ended(job_id, 300) for door, job_id in jobs]
 
     assert {job["status"] for job in done} == {"completed"}

@@ -14,8 +14,9 @@ SLEEPER = "sleeper"
 
 
 def processes_of(api: Api) -> list[str]:
-    result = subprocess.run(["pgrep", "-a", "-u", api.user.name], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        ["pgrep", "-a", "-u", api.user.name], capture_output=True, text=True, check=False
+    )
     return result.stdout.splitlines()
 
 
@@ -23,11 +24,12 @@ def sleeping(api: Api) -> bool:
     return any("sleep 1000" in line for line in processes_of(api))
 
 
-def test_timeout_stops_every_process(job_world: JobWorldFactory,
-                                     fake_anthropic: FakeAnthropic) -> None:
+def test_timeout_stops_every_process(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
     fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
     alice = job_world().member()
-    job = alice.run("demo", f"Sleep {marker(SLEEPER)}", options={"timeout": 8})
+    job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}", options={"timeout": 8})
     wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
 
     done = alice.wait_ended(job["jobId"])
@@ -40,7 +42,7 @@ def test_timeout_stops_every_process(job_world: JobWorldFactory,
 def test_cancel_a_running_job(job_world: JobWorldFactory, fake_anthropic: FakeAnthropic) -> None:
     fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
     alice = job_world().member()
-    job = alice.run("demo", f"Sleep {marker(SLEEPER)}")
+    job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
     wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
 
     response = alice.http.post(f"/jobs/{job['jobId']}/cancel")
@@ -51,13 +53,14 @@ def test_cancel_a_running_job(job_world: JobWorldFactory, fake_anthropic: FakeAn
     assert processes_of(alice) == []
 
 
-def test_cancel_a_queued_job_at_once(job_world: JobWorldFactory,
-                                     fake_anthropic: FakeAnthropic) -> None:
+def test_cancel_a_queued_job_at_once(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
     fake_anthropic.add_script("hang-forever", [Hang()])
     alice = job_world(MAX_CONCURRENT_JOBS="1").member()
-    running = alice.run("demo", f"Hang {marker('hang-forever')}")
+    running = alice.run(alice.repo, f"Hang {marker('hang-forever')}")
     alice.wait_status(running["jobId"], {"running"})
-    queued = alice.run("demo", "Wait your turn")
+    queued = alice.run(alice.repo, "Wait your turn")
     assert alice.job(queued["jobId"])["queuePosition"] == 1
 
     response = alice.http.post(f"/jobs/{queued['jobId']}/cancel")
@@ -70,7 +73,7 @@ def test_delete_a_running_job(job_world: JobWorldFactory, fake_anthropic: FakeAn
     fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
     world = job_world()
     alice = world.member()
-    job = alice.run("demo", f"Sleep {marker(SLEEPER)}")
+    job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
     wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
 
     assert alice.http.delete(f"/jobs/{job['jobId']}").status_code == 204
@@ -80,13 +83,14 @@ def test_delete_a_running_job(job_world: JobWorldFactory, fake_anthropic: FakeAn
     assert processes_of(alice) == []
 
 
-def test_a_killed_server_loses_no_job(job_world: JobWorldFactory,
-                                      fake_anthropic: FakeAnthropic) -> None:
+def test_a_killed_server_loses_no_job(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
     fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
     world = job_world(MAX_CONCURRENT_JOBS="1")
     alice = world.member()
-    running = alice.run("demo", f"Sleep {marker(SLEEPER)}")
-    waiting = alice.run("demo", f"Then me {marker('hello')}")
+    running = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
+    waiting = alice.run(alice.repo, f"Then me {marker('hello')}")
     wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
 
     world.server.kill()

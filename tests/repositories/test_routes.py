@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import Api, git, home_of, make_git_repo
-from tests.support.server import LiveServer, ServerFactory
+from tests.support.server import LiveServer, ServerFactory, wait_for
 from tests.support.users import UserFactory
 
 
@@ -54,7 +53,7 @@ def test_register_a_local_repository(alice: Api, server: LiveServer) -> None:
 
 def test_a_path_the_user_cannot_read_fails(alice: Api, tmp_path: Path) -> None:
     private = make_git_repo(tmp_path, None)  # root's, under a 0700 folder
-    os.chmod(tmp_path, 0o700)
+    tmp_path.chmod(0o700)
     assert alice.register("secret", str(private)).status_code == 202
     repo = alice.wait_repository("secret")
     assert repo["status"] == "failed"
@@ -106,12 +105,11 @@ def test_pull_fetches_the_latest_commit(alice: Api) -> None:
     second = git(source, "rev-parse", "HEAD")
 
     assert alice.http.post("/repositories/pulled/pull").status_code == 202
-    repo = alice.wait_repository("pulled")
-    from tests.support.server import wait_for
-
-    wait_for(lambda: alice.http.get("/repositories/pulled").json()["commit"] == second, 60,
-             "the pull")
-    assert first != second and repo["status"] == "ready"
+    wait_for(
+        lambda: alice.http.get("/repositories/pulled").json()["commit"] == second, 60, "the pull"
+    )
+    assert first != second
+    assert alice.http.get("/repositories/pulled").json()["status"] == "ready"
 
 
 def test_other_users_see_404_and_delete(alice: Api, users: UserFactory, server: LiveServer) -> None:
@@ -120,8 +118,11 @@ def test_other_users_see_404_and_delete(alice: Api, users: UserFactory, server: 
     bob = Api(server, users.create())
     try:
         assert bob.http.get("/repositories").json() == []
-        for method, path in [("GET", "/repositories/mine"), ("POST", "/repositories/mine/pull"),
-                             ("DELETE", "/repositories/mine")]:
+        for method, path in [
+            ("GET", "/repositories/mine"),
+            ("POST", "/repositories/mine/pull"),
+            ("DELETE", "/repositories/mine"),
+        ]:
             assert bob.http.request(method, path).status_code == 404
         assert bob.http.get("/repositories/nothing-here").status_code == 404
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ class Api:
         self.user = user
         self.token = server.login(user.name, user.password)
         self.http = server.client(self.token)
+        self.repo = ""  # the repository this user registered, when one is made for them
 
     def close(self) -> None:
         self.http.close()
@@ -42,11 +42,13 @@ class Api:
         assert self.register(name, str(source)).status_code == 202
         repo = self.wait_repository(name)
         assert repo["status"] == "ready", repo
+        self.repo = name
         return repo
 
     def create_job(self, repository: str, prompt: str, **extra: Any) -> dict[str, Any]:
-        response = self.http.post("/jobs", json={"repository": repository, "prompt": prompt,
-                                                 **extra})
+        response = self.http.post(
+            "/jobs", json={"repository": repository, "prompt": prompt, **extra}
+        )
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -86,9 +88,20 @@ class Api:
 
 def git(cwd: Path, *args: str) -> str:
     result = subprocess.run(
-        ["git", "-c", "safe.directory=*", "-c", "user.name=Test", "-c",
-         "user.email=test@example.invalid", *args],
-        cwd=cwd, capture_output=True, text=True, check=True,
+        [
+            "git",
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip()
 
@@ -110,4 +123,4 @@ def make_git_repo(parent: Path, owner: OsUser | None, files: dict[str, str] | No
 
 
 def home_of(user: OsUser) -> Path:
-    return Path(os.path.expanduser(f"~{user.name}"))
+    return Path(f"~{user.name}").expanduser()

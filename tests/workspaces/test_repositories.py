@@ -127,3 +127,18 @@ def test_staging_outside_the_data_dir_is_refused(
     with pytest.raises(WorkspaceError, match="not a staging directory"):
         engine.adopt_repository(outside, "repo")
     assert (outside / ".git").is_dir()
+
+
+@each_filesystem
+def test_a_tree_whose_git_folder_is_a_link_is_refused(
+    engine: WorkspaceEngine, source: GitRepo, data_dir: Path
+) -> None:
+    staging = data_dir / "staging"
+    staging.mkdir()
+    subprocess.run(["git", "clone", "--quiet", str(source.path), str(staging / "real")], check=True)
+    (staging / "tree").mkdir()
+    (staging / "tree" / ".git").symlink_to(staging / "real" / ".git")
+
+    with pytest.raises(WorkspaceError, match="not a git checkout"):
+        engine.adopt_repository(staging / "tree", "repo")
+    assert not (data_dir / "repos" / "repo").exists()

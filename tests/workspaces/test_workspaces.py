@@ -15,7 +15,7 @@ from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, linu
 from tests.workspaces.conftest import combinations
 from tests.workspaces.helpers import GIT_IDENTITY, GitRepo, as_user, owners, tree_state
 
-pytestmark = pytest.mark.parametrize(("filesystem", "strategy"), combinations())
+every = pytest.mark.parametrize(("filesystem", "strategy"), combinations())
 Adopt = Callable[..., Path]
 
 # What an agent does to files: write, append, delete, rename (a file and a folder), chmod,
@@ -34,6 +34,7 @@ git {" ".join(GIT_IDENTITY)} commit --quiet -m edits
 """
 
 
+@every
 def test_workspace_is_the_repository_at_its_commit(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -48,6 +49,7 @@ def test_workspace_is_the_repository_at_its_commit(
     assert head.split() == [source.commits[-1]]  # git trusts the tree, and nothing changed
 
 
+@every
 def test_workspace_and_everything_in_it_belong_to_the_user(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account, data_dir: Path
 ) -> None:
@@ -61,6 +63,7 @@ def test_workspace_and_everything_in_it_belong_to_the_user(
     assert stat.S_IMODE((data_dir / "repos").stat().st_mode) == 0o700
 
 
+@every
 def test_changes_by_the_user_leave_the_repository_untouched(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -80,6 +83,7 @@ def test_changes_by_the_user_leave_the_repository_untouched(
     assert owners(workspace) == {(account.uid, account.gid)}
 
 
+@every
 def test_workspaces_do_not_see_each_other(
     engine: WorkspaceEngine,
     adopt: Adopt,
@@ -101,6 +105,7 @@ def test_workspaces_do_not_see_each_other(
     as_user(bob, "test ! -r ../job1/src/app.py", third)  # no way into another's workspace
 
 
+@every
 def test_remove_leaves_nothing_behind(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account, data_dir: Path
 ) -> None:
@@ -120,6 +125,7 @@ def test_remove_leaves_nothing_behind(
     assert engine.workspace_commit("job1") is None
 
 
+@every
 def test_removal_never_follows_links_out_and_deletes_read_only_entries(
     engine: WorkspaceEngine,
     adopt: Adopt,
@@ -153,6 +159,7 @@ def test_removal_never_follows_links_out_and_deletes_read_only_entries(
     assert tree_state(repo) == before
 
 
+@every
 def test_interrupted_attempt_is_replaced(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -166,6 +173,7 @@ def test_interrupted_attempt_is_replaced(
     assert not (workspace / "stale").exists()
 
 
+@every
 def test_a_commit_the_repository_is_not_at_is_refused(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -178,6 +186,7 @@ def test_a_commit_the_repository_is_not_at_is_refused(
     assert not engine.workspace_path("job1").exists()
 
 
+@every
 def test_restore_is_harmless_and_keeps_the_work(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -192,6 +201,7 @@ def test_restore_is_harmless_and_keeps_the_work(
         engine.restore_workspace("no-such-job")
 
 
+@every
 def test_concurrent_creation(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
 ) -> None:
@@ -215,3 +225,18 @@ def _contents(tree: Path) -> dict[str, object]:
     """Bytes and link targets by path; git's index aside, whose stat data may be refreshed."""
     ignored = {".", ".git/index"}
     return {path: state[5] for path, state in tree_state(tree).items() if path not in ignored}
+
+
+@pytest.mark.parametrize(("filesystem", "strategy"), combinations("btrfs", "overlay"))
+def test_git_index_agrees_with_the_files_from_the_start(
+    engine: WorkspaceEngine,
+    adopt: Adopt,
+    source: GitRepo,
+    make_account: Callable[[], Account],
+) -> None:
+    # diff-files compares stat data only: every file it names, git's first status re-reads
+    adopt(source)
+    alice, bob = make_account(), make_account()
+    for job, owner in (("job1", alice), ("job2", alice), ("job3", bob)):
+        workspace = engine.create_workspace("repo", source.commits[-1], job, owner)
+        assert as_user(owner, "git diff-files --name-only", workspace) == "", job

@@ -75,6 +75,8 @@ class AuthService:
 
     def _check(self, username: str, password: str) -> tuple[str | None, bool]:
         """Blocking: (why the account is refused or None, whether the password is right)."""
+        if "\0" in username or "\0" in password:
+            return "NUL in credentials", False  # no C library below may see one
         account = self.authenticator.account(username)
         shadow = self.authenticator.shadow(username)
         refusal = self._policy.refusal(account, shadow)

@@ -5,8 +5,9 @@ A claim is one transaction that counts the running jobs and takes the next queue
 serialised between processes (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock,
 then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold even for an instant.
 Fairness: the next job belongs to the user with the fewest running jobs and, among those,
-the one served longest ago (round robin); within one user, first in, first out. A claimed job carries a lease that its dispatcher's heartbeat renews;
-when the lease lapses, any process may take the job over and end it.
+the one served longest ago (round robin); within one user, first in, first out.
+A claimed job carries a lease that its dispatcher's heartbeat renews; when the lease
+lapses, any process may take the job over and end it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ made in constant time whatever the size of the tree.
 
 Ownership would cost a chown per file in every snapshot, so it is paid once: the first job
 of a user at a commit snapshots the repository into a *base* (`Job.base`, one per repo,
-commit and uid), gives the base to the user, and refreshes git's index in it (see
-`gitindex`: the chown changed every file's ctime). Each job then snapshots that base. A snapshot is
+commit and uid), and gives the base to the user; each job then snapshots that base. The
+chown changed every file's ctime, so the first job also refreshes git's index in its
+workspace and copies it back into the base (see `gitindex`). A snapshot is
 independent of its origin, so a pull that replaces the repository leaves bases and
 workspaces alone; the engine drops a base once no workspace of it is left.
 """
@@ -31,9 +32,10 @@ class BtrfsStrategy:
         return True
 
     def create(self, job: Job) -> None:
-        if not job.base.exists():
-            _make_base(job)
-        linux.snapshot(job.base, job.target)
+        if job.base.exists():
+            linux.snapshot(job.base, job.target)
+        else:
+            _create_with_base(job)
 
     def restore(self, job: Job) -> None:
         """Nothing to do: a subvolume outlives the server."""
@@ -45,16 +47,24 @@ def store(tree: Path, target: Path) -> None:
     trees.clone_tree(tree, target, 0, 0, linux.ficlone)
 
 
-def _make_base(job: Job) -> None:
+def _create_with_base(job: Job) -> None:
+    """The first workspace of a user at a commit: make their base, snapshot it, refresh
+    git's index in the workspace (the user can reach it there), copy that index into the
+    base, and only then publish the base, so no job ever snapshots a base half-made."""
     build = job.base.with_name(f"{job.base.name}.build-{secrets.token_hex(4)}")
     build.parent.mkdir(mode=0o700, exist_ok=True)
     try:
         linux.snapshot(job.source, build)
         trees.chown_tree(build, job.uid, job.gid)
         build.chmod(0o700)
-        gitindex.refresh(build, job.uid, job.gid)
+        linux.snapshot(build, job.target)
+        index = gitindex.refresh(job.target, job.uid, job.gid)
+        if index is not None:
+            gitindex.store(build / ".git", "index", index, job.uid, job.gid)
         build.rename(job.base)
     except OSError:
-        trees.remove_tree(build)
-        if not job.base.exists():  # else a job of the same user made it first: use theirs
+        if not job.base.exists() or not job.target.exists():
             raise
+        # a job of the same user published a base first: the workspace stands on its own
+    finally:
+        trees.remove_tree(build)

@@ -61,6 +61,8 @@ class WorkspaceEngine:
             tree = scratch / "tree"
             staging.rename(tree)  # out of its maker's reach before it is sealed
             trees.seal_tree(tree)
+            if not (tree / ".git").is_dir() or (tree / ".git").is_symlink():
+                raise WorkspaceError(f"not a git checkout: {staging}")
             stored = self._store(tree, scratch / "stored")
             with self._lock(name, exclusive=True):
                 if target.exists():
@@ -272,4 +274,6 @@ def _head(tree: Path) -> str | None:
         text=True,
         check=False,
     )
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None

@@ -24,7 +24,6 @@ EXDEV, which few programs handle). Mounted nosuid and nodev.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Final
@@ -35,7 +34,6 @@ from claude_batch_server.workspaces.base import Job, WorkspaceError
 _PROBE_ID: Final = 2_000_000_000  # an id no account has, to see the mapping at work
 # overlayfs splits its options at ',' and lower layers at ':'; '\\' escapes
 _OPTION_SEPARATORS: Final = frozenset(",:\\")
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class OverlayStrategy:
@@ -62,13 +60,13 @@ class OverlayStrategy:
         os.chown(job.state / "upper", job.uid, job.gid)
         # root's while nothing is mounted on it: no one writes into it unseen
         job.target.mkdir(mode=0o700)
-        saved = job.base / "index"
-        if saved.is_file():
-            _place_index(job, saved.read_bytes())
-            self._mount(job)
-        else:
-            self._mount(job)
-            _save_index(job, saved)
+        saved = job.base / "index"  # the user's refreshed git index at this commit
+        index = saved.read_bytes() if saved.is_file() else None
+        if index is not None:
+            _place_index(job, index)
+        self._mount(job)
+        if index is None:
+            _keep_index(job)
 
     def restore(self, job: Job) -> None:
         if not linux.is_mount_point(job.target):
@@ -93,41 +91,21 @@ class OverlayStrategy:
 
 
 def _place_index(job: Job, index: bytes) -> None:
-    """Put the user's refreshed git index (see `gitindex`) straight into the upper layer,
-    before the mount: the user cannot reach it yet, and nothing is copied up."""
+    """Put the user's refreshed git index straight into the upper layer, before the mount:
+    the user cannot reach it yet, and nothing needs copying up."""
     git_dir = job.state / "upper" / ".git"
     git_dir.mkdir(mode=stat.S_IMODE((job.source / ".git").stat().st_mode))
     os.chown(git_dir, job.uid, job.gid)
-    (git_dir / "index").write_bytes(index)
-    os.chown(git_dir / "index", job.uid, job.gid)
+    gitindex.store(git_dir, "index", index, job.uid, job.gid)
 
 
-def _save_index(job: Job, saved: Path) -> None:
-    """The first workspace of a user at a commit: refresh git's index in it as the user,
-    and keep the result (read from the upper layer, where git wrote it) for the next."""
-    gitindex.refresh(job.target, job.uid, job.gid)
-    try:
-        index = _read_beneath(job.state / "upper", ".git", "index")
-    except OSError:  # not a git checkout, or nothing needed refreshing
-        return
-    job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = saved.with_name(f".index-{secrets.token_hex(4)}")
-    temporary.write_bytes(index)
-    temporary.replace(saved)  # whole or not at all: another first job may race this one
-
-
-def _read_beneath(top: Path, directory: str, name: str) -> bytes:
-    """The bytes of the regular file top/directory/name, following no symlink: the user
-    wrote what lies under `top`."""
-    with (
-        linux.opened(top) as top_fd,
-        linux.opened(directory, dir_fd=top_fd) as directory_fd,
-        linux.opened(name, _READ_FLAGS, directory_fd) as fd,
-    ):
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"not a regular file: {top / directory / name}")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read()
+def _keep_index(job: Job) -> None:
+    """The first workspace of a user at a commit: refresh git's index in it, as the user,
+    and keep the result in the base for their next workspaces."""
+    index = gitindex.refresh(job.target, job.uid, job.gid)
+    if index is not None:
+        job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        gitindex.store(job.base, "index", index, 0, 0)
 
 
 def _option_path(path: Path) -> str:

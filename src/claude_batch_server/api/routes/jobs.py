@@ -17,7 +17,8 @@ from claude_batch_server.api.schemas.jobs import (
 )
 from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
-from claude_batch_server.jobs.service import JobRequest
+from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
+from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.services import Services
 from claude_batch_server.store.tables import Job, JobEvent
 
@@ -68,9 +69,9 @@ def create_job(
 def list_jobs(
     user: CurrentUser,
     services: ServicesDep,
-    status: str | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> JobPageResponse:
     page = services.jobs.page(user, status, limit, cursor, owner)
@@ -90,7 +91,7 @@ async def upload_images(
     user: CurrentUser,
     services: ServicesDep,
     address: ClientAddress,
-    file: Annotated[list[UploadFile], File(description="one or more images")],
+    file: Annotated[list[UploadFile], File(description="one or more images", min_length=1)],
 ) -> list[ImageResponse]:
     parts = []
     for upload in file:

@@ -3,13 +3,19 @@ from datetime import datetime
 from pydantic import Field
 
 from claude_batch_server.api.schemas.base import ApiModel
+from claude_batch_server.repositories.validation import (
+    BRANCH_PATTERN,
+    MAX_URL,
+    NAME_PATTERN,
+    URL_PATTERN,
+)
 
 
 class RegisterRepositoryRequest(ApiModel):
-    name: str = Field(max_length=200)
-    git_url: str = Field(max_length=4096)
+    name: str = Field(pattern=NAME_PATTERN)
+    git_url: str = Field(max_length=MAX_URL, pattern=URL_PATTERN)
     description: str = Field("", max_length=10_000)
-    branch: str | None = Field(None, max_length=255)
+    branch: str | None = Field(None, pattern=BRANCH_PATTERN)
 
 
 class RepositoryResponse(ApiModel):

@@ -1,0 +1,1 @@
+"""`claude-batch`: the command-line client. It speaks only the public HTTP API."""
