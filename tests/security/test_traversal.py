@@ -139,11 +139,11 @@ def test_a_symlink_swapped_in_during_downloads(
         while not stop.is_set():
             spare = workspace / "swap.tmp"
             spare.write_bytes(original)
-            os.replace(spare, target)
+            spare.replace(target)
             link = workspace / "swap.lnk"
             link.unlink(missing_ok=True)
             link.symlink_to("/etc/shadow")
-            os.replace(link, target)
+            link.replace(target)
 
     thread = threading.Thread(target=swapper)
     thread.start()
