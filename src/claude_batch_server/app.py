@@ -16,6 +16,7 @@ from claude_batch_server.api.routes import (
     files,
     health,
     jobs,
+    metrics,
     repositories,
     system,
 )
@@ -65,6 +66,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(logs.RequestLogMiddleware)
     errors.install_handlers(app)
-    for module in (auth, repositories, jobs, files, system, audit, health):
+    for module in (auth, repositories, jobs, files, system, audit, health, metrics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

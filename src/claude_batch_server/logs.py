@@ -11,7 +11,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,8 +111,9 @@ class AuditRecord:
 class Auditor:
     """Writes every audited action to the database and to the log."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, count: Callable[[str, str], None]) -> None:
         self._database = database
+        self._count = count
 
     def record(self, *, user: str, address: str, action: str, target: str, outcome: str) -> None:
         entry = AuditEvent(
@@ -120,6 +121,7 @@ class Auditor:
         )
         with self._database.session() as session:
             session.add(entry)
+        self._count(action, outcome)
         log.info(
             "audit", audit_user=user, address=address, action=action, target=target, outcome=outcome
         )

@@ -24,6 +24,7 @@ from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
 from claude_batch_server.jobs.runner import install_reaper
 from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Auditor
+from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
@@ -44,6 +45,7 @@ class Services:
     jobs: JobService
     dispatcher: Dispatcher
     files: FileService
+    metrics: Metrics
 
     def active_jobs_of(self, repository: str) -> int:
         return self.jobs.active_jobs_of(repository)
@@ -64,7 +66,8 @@ def authenticator_for(settings: Settings) -> Authenticator:
 
 
 def build_services(settings: Settings, database: Database) -> Services:
-    auditor = Auditor(database)
+    metrics = Metrics(database)
+    auditor = Auditor(database, metrics.audited_event)
     policy = LoginPolicy(
         allowed_users=frozenset(settings.ALLOWED_USERS),
         allowed_groups=frozenset(settings.ALLOWED_GROUPS),
@@ -83,7 +86,7 @@ def build_services(settings: Settings, database: Database) -> Services:
     health = HealthService(database, settings.DATA_DIR, settings.CLAUDE_COMMAND)
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
-    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories)
+    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories, metrics)
     files = FileService(workspaces, accounts.lookup)
     return Services(
         settings,
@@ -96,6 +99,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         jobs,
         dispatcher,
         files,
+        metrics,
     )
 
 
@@ -104,6 +108,7 @@ def _job_engine(
     database: Database,
     workspaces: WorkspaceEngine,
     repositories: RepositoryService,
+    metrics: Metrics,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -119,6 +124,7 @@ def _job_engine(
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
         install_reaper(settings.DATA_DIR),
+        metrics,
     )
     dispatcher = Dispatcher(queue, executor)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)

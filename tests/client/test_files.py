@@ -46,6 +46,9 @@ def test_files_get_and_diff(
     missing = cli.run("get", job_id, "nothing/here.txt", "-o", str(tmp_path / "x"))
     assert missing.returncode == 1 and len(missing.stderr.splitlines()) == 1
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.part").exists()
+    nowhere = cli.run("get", job_id, "notes/new.txt", "-o", str(tmp_path / "no" / "such"))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.startswith("claude-batch: cannot write ")
 
     piped = cli.ok("diff", job_id)
     assert piped == member.http.get(f"/jobs/{job_id}/diff").text

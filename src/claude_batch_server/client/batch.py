@@ -113,10 +113,11 @@ def watch(api: Api, job_ids: list[str], output: Output) -> list[dict[str, Any]]:
                     _update(board, api.get(f"/jobs/{job_id}"), output)
                 lost_since = None
             except Unreachable as error:
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > GIVE_UP:
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                    output.note(f"{error.message}; retrying…")
+                elif time.monotonic() - lost_since > GIVE_UP:
                     raise
-                output.note(f"{error.message}; retrying…")
             if board.pending:
                 time.sleep(POLL)
     if not output.live and not output.json:

@@ -30,6 +30,11 @@ from claude_batch_server.client.submit import JobSpec
 app = typer.Typer(
     name="claude-batch",
     help="Run Claude Code batch jobs on a Claude Batch Server.",
+    epilog=(
+        "Exit codes: 0 every job completed; 1 a job failed, timed out or was cancelled, or "
+        "the server refused the request; 2 usage error; 3 the server cannot be reached or "
+        "refuses the login."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,8 +49,7 @@ JobId = Annotated[str, typer.Argument(help="The job's id.")]
 
 @app.callback()
 def root(ctx: typer.Context, server: ServerOption = None, json_mode: JsonOption = False) -> None:
-    """Exit codes: 0 every job completed, 1 a job failed, timed out or was cancelled (or
-    the server refused the request), 2 usage error, 3 server unreachable or login refused."""
+    # the global options, for the commands to read; their own --json adds to this one
     ctx.obj = Globals(server, json_mode)
 
 
@@ -282,13 +286,14 @@ def get(
 def diff(ctx: typer.Context, job_id: JobId, json_mode: JsonOption = False) -> None:
     """What the job changed: coloured on a terminal, plain when piped."""
     out = output(ctx, json_mode)
-    text = api(ctx).call("GET", f"/jobs/{job_id}/diff").text
+    response = api(ctx).call("GET", f"/jobs/{job_id}/diff")
     if out.json:
-        out.data({"jobId": job_id, "diff": text})
+        out.data({"jobId": job_id, "diff": response.text})
     elif out.console.is_terminal:
-        out.console.print(views.coloured_diff(text), end="", soft_wrap=True)
+        out.console.print(views.coloured_diff(response.text), end="", soft_wrap=True)
     else:
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(response.content)  # byte for byte, for `git apply`
+        sys.stdout.flush()
 
 
 def main() -> None:

@@ -59,18 +59,25 @@ def create(api: Api, spec: JobSpec) -> str:
 
 def upload(api: Api, job_id: str, images: tuple[Path, ...]) -> None:
     with contextlib.ExitStack() as stack:
-        parts = [
-            (
-                "file",
-                (
-                    image.name,
-                    stack.enter_context(image.open("rb")),
-                    mimetypes.guess_type(image.name)[0] or "application/octet-stream",
-                ),
-            )
-            for image in images
-        ]
+        try:
+            parts = _parts(images, stack)
+        except OSError as error:
+            raise Failure(f"cannot read {error.filename}: {error.strerror}", USAGE) from None
         api.call("POST", f"/jobs/{job_id}/images", files=parts)
+
+
+def _parts(images: tuple[Path, ...], stack: contextlib.ExitStack) -> list[Any]:
+    return [
+        (
+            "file",
+            (
+                image.name,
+                stack.enter_context(image.open("rb")),
+                mimetypes.guess_type(image.name)[0] or "application/octet-stream",
+            ),
+        )
+        for image in images
+    ]
 
 
 def start(api: Api, job_id: str) -> dict[str, Any]:

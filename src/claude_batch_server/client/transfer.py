@@ -6,6 +6,7 @@ import contextlib
 import sys
 from pathlib import Path, PurePosixPath
 
+import httpx
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -15,6 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from claude_batch_server.client.errors import USAGE, Failure
 from claude_batch_server.client.http import Api
 from claude_batch_server.client.output import Output
 
@@ -32,36 +34,49 @@ def target(path: str, option: Path | None) -> Path | None:
 
 
 def download(api: Api, job_id: str, path: str, dest: Path | None, output: Output) -> int:
-    """Returns the bytes written. A partial file never takes the name of the finished one."""
+    """Returns the number of bytes written."""
     with api.stream(f"/jobs/{job_id}/files/download", params={"path": path}) as response:
-        total = int(response.headers.get("Content-Length", 0)) or None
         if dest is None:
-            written = 0
+            return _to_stdout(response)
+        return _to_file(response, dest, output)
+
+
+def _to_stdout(response: httpx.Response) -> int:
+    written = 0
+    for chunk in response.iter_bytes(CHUNK):
+        sys.stdout.buffer.write(chunk)
+        written += len(chunk)
+    sys.stdout.buffer.flush()
+    return written
+
+
+def _to_file(response: httpx.Response, dest: Path, output: Output) -> int:
+    """Written under a hidden name first: a broken download never takes the real name."""
+    partial = dest.with_name(f".{dest.name}.part")
+    try:
+        file = partial.open("wb")
+    except OSError as error:
+        raise Failure(f"cannot write {dest}: {error.strerror}", USAGE) from None
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=output.errors,
+        transient=True,
+        disable=output.json or not output.errors.is_terminal,
+    )
+    total = int(response.headers.get("Content-Length", 0)) or None
+    try:
+        with progress, file:
+            task = progress.add_task(dest.name, total=total)
             for chunk in response.iter_bytes(CHUNK):
-                sys.stdout.buffer.write(chunk)
-                written += len(chunk)
-            sys.stdout.buffer.flush()
-            return written
-        partial = dest.with_name(f".{dest.name}.part")
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=output.errors,
-            transient=True,
-            disable=output.json or not output.errors.is_terminal,
-        )
-        try:
-            with progress, partial.open("wb") as file:
-                task = progress.add_task(dest.name, total=total)
-                for chunk in response.iter_bytes(CHUNK):
-                    file.write(chunk)
-                    progress.advance(task, len(chunk))
-                written = file.tell()
-            partial.replace(dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
+                file.write(chunk)
+                progress.advance(task, len(chunk))
+            written = file.tell()
+        partial.replace(dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
     return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,7 @@ from claude_batch_server.jobs.transcript import (
     stderr_event,
 )
 from claude_batch_server.logs import log
+from claude_batch_server.metrics import Metrics
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Job, Repository, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -71,6 +73,7 @@ class JobExecutor:
         claude_command: str,
         max_run: timedelta,
         reaper: list[str],
+        metrics: Metrics,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -81,6 +84,7 @@ class JobExecutor:
         self._claude_command = claude_command
         self._max_run = max_run
         self._reaper = reaper
+        self._metrics = metrics
 
     async def run(self, job: Job, stop: StopRequest) -> JobStatus:
         """Runs the job's pending run to its end and records it; returns the final status."""
@@ -139,7 +143,11 @@ class JobExecutor:
             if repo is None or repo.commit is None:
                 raise RuntimeError(f"repository {job.repository!r} is not ready")
             commit = repo.commit
+        started = time.perf_counter()
         path = self._workspaces.create_workspace(job.repository, commit, job.id, account)
+        self._metrics.workspace_seconds.labels(self._workspaces.strategy_name).observe(
+            time.perf_counter() - started
+        )
         with self._database.session() as session:
             row = session.get(Job, job.id)
             if row is not None:
@@ -224,8 +232,11 @@ class JobExecutor:
             row = session.get(Job, job_id)
             if row is None:
                 return  # deleted while it ran
+            claimed = row.claimed_at
             apply_outcome(row, outcome, result)
             self._events.append_in(session, job_id, [ended])  # one transaction with the status
+        seconds = (utcnow() - claimed).total_seconds() if claimed else None
+        self._metrics.job_ended(outcome.status.value, seconds)
         self._broker.publish(job_id)
 
 
