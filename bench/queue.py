@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -51,6 +52,14 @@ def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer
     if database_url:
         env["DATABASE_URL"] = database_url
     return LiveServer(data, env).start()
+
+
+def unmount_beneath(root: Path) -> None:
+    """Overlay workspaces stay mounted when the server stops (it remounts them at start)."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", point], check=False)
 
 
 def first_output_at(api: Api, job_id: str) -> datetime:
@@ -97,6 +106,7 @@ def measure(backend: str, database_url: str | None, jobs: int, slots: int) -> st
         finally:
             server.stop()
             users.cleanup()
+            unmount_beneath(root)
     p99 = statistics.quantiles(samples, n=100)[98]
     return (
         f"| {backend} | {jobs} | {statistics.median(samples):.1f} | {p99:.1f} | "

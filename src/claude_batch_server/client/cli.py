@@ -86,7 +86,11 @@ def login(
     """Log in with your account on the server's machine; the token is kept in
     ~/.config/claude-batch/ (mode 0600)."""
     out = output(ctx, json_mode)
-    url = config.server_url(server or globals_of(ctx).server, config.load())
+    try:
+        saved = config.load()
+    except Failure:
+        saved = None  # a broken credentials file is about to be replaced anyway
+    url = config.server_url(server or globals_of(ctx).server, saved)
     name = user or getpass.getuser()
     password = _password(password_stdin, name, url)
     body = Api(url).post("/auth/login", {"username": name, "password": password})
@@ -109,9 +113,10 @@ def logout(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     try:
         Api(saved.server, saved.token).post("/auth/logout")
     except Failure as failure:
-        config.remove()
-        out.note(f"forgot the token here, but the server was not told: {failure.message}")
-        raise typer.Exit(UNREACHABLE) from None
+        if failure.status != 401:  # 401: the token was no longer valid anyway
+            config.remove()
+            out.note(f"forgot the token here, but the server was not told: {failure.message}")
+            raise typer.Exit(UNREACHABLE) from None
     config.remove()
     out.data({"revoked": True}) if out.json else out.text(f"Logged out of {saved.server}.")
 

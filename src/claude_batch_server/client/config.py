@@ -8,6 +8,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
+
 from claude_batch_server.client.errors import USAGE, Failure
 
 SERVER_ENV = "CLAUDE_BATCH_SERVER"
@@ -71,8 +73,16 @@ def remove() -> bool:
 
 
 def normalize(url: str) -> str:
+    """`host:port` or a full URL, checked: a server URL is http(s) with a host."""
     url = url.strip().rstrip("/")
-    return url if "://" in url else f"http://{url}"
+    url = url if "://" in url else f"http://{url}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise Failure(f"not a server URL: {url} ({error})", USAGE) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise Failure(f"not a server URL: {url} (http:// or https:// and a host)", USAGE)
+    return url
 
 
 def server_url(option: str | None, saved: Credentials | None) -> str:

@@ -11,10 +11,11 @@ UNREACHABLE = 3  # the server cannot be reached, or refuses the login or the tok
 class Failure(Exception):
     """An expected failure: `main()` prints its message as one line and exits with `code`."""
 
-    def __init__(self, message: str, code: int = NOT_COMPLETED) -> None:
+    def __init__(self, message: str, code: int = NOT_COMPLETED, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.status = status  # the HTTP status, when the server answered
 
 
 class Unreachable(Failure):

@@ -44,7 +44,7 @@ class Api:
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as error:
+        except httpx.RequestError as error:
             raise self._unreachable(error) from None
         self._check(response)
         return response
@@ -72,10 +72,10 @@ class Api:
                     response.read()
                     self._check(response)
                 yield response
-        except httpx.TransportError as error:
+        except httpx.RequestError as error:
             raise self._unreachable(error) from None
 
-    def _unreachable(self, error: httpx.TransportError) -> Unreachable:
+    def _unreachable(self, error: httpx.RequestError) -> Unreachable:
         reason = str(error) or type(error).__name__
         return Unreachable(f"cannot reach the server at {self.server}: {reason}", reason)
 
@@ -86,14 +86,16 @@ class Api:
         detail = _detail(response)
         if status == 401 and self.token:
             raise Failure(
-                f"the server refused the login ({detail}): run `claude-batch login`", UNREACHABLE
+                f"the server refused the login ({detail}): run `claude-batch login`",
+                UNREACHABLE,
+                status,
             )
         if status == 429:
             wait = response.headers.get("Retry-After")
-            raise Failure(f"{detail} (retry in {wait} s)" if wait else detail, UNREACHABLE)
+            raise Failure(f"{detail} (retry in {wait} s)" if wait else detail, UNREACHABLE, status)
         if status >= 500:
             raise Unreachable(f"the server failed: {detail} (HTTP {status})")
-        raise Failure(detail, UNREACHABLE if status == 401 else NOT_COMPLETED)
+        raise Failure(detail, UNREACHABLE if status == 401 else NOT_COMPLETED, status)
 
 
 def _detail(response: httpx.Response) -> str:

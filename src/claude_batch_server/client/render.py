@@ -136,7 +136,8 @@ class EventRenderer:
             return [Text(f"▶ run {body.get('run', '')} started{resumed}", style="bold")]
         if kind == "run.ended":
             status = str(body.get("status"))
-            error = f": {one_line(str(body['error']))}" if body.get("error") else ""
+            reason = str(body.get("error") or "")
+            error = f": {one_line(reason)}" if reason and reason != status else ""
             style = "bold green" if status == "completed" else "bold red"
             return [Text(f"■ job {status}{error}", style=style)]
         return []

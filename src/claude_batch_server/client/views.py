@@ -69,13 +69,13 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
             shown.append(f" #{job['queuePosition']}")
         seconds = elapsed(job) if status else None
         table.add_row(
-            str(job.get("jobId")),
+            Text(str(job.get("jobId"))),
             shown,
-            str(job.get("repository", "")),
+            Text(str(job.get("repository", ""))),
             duration(seconds) if seconds is not None else "-",
             str(job.get("numTurns", "")),
             money(float(job["costUsd"])) if job.get("costUsd") is not None else "",
-            one_line(str(job.get("prompt", "")), 60),
+            Text(one_line(str(job.get("prompt", "")), 60)),
         )
     return table
 
@@ -136,17 +136,19 @@ def _facts(rows: list[tuple[str, Any]]) -> Table:
 
 def repos_table(repos: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "STATUS", "BRANCH", "COMMIT", "OWNER", "LAST PULL", "GIT URL"):
+    longest = max((len(str(repo.get("name"))) for repo in repos), default=4)
+    table.add_column("NAME", no_wrap=True, min_width=longest)  # the name is never cut
+    for column in ("STATUS", "BRANCH", "COMMIT", "OWNER", "LAST PULL", "GIT URL"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for repo in repos:
         table.add_row(
-            str(repo.get("name")),
+            Text(str(repo.get("name"))),
             status_text(repo.get("status")),
-            str(repo.get("branch") or "-"),
+            Text(str(repo.get("branch") or "-")),
             str(repo.get("commit") or "-")[:10],
-            str(repo.get("registeredBy", "")),
+            Text(str(repo.get("registeredBy", ""))),
             local_time(repo.get("lastPull")),
-            str(repo.get("gitUrl", "")),
+            Text(str(repo.get("gitUrl", ""))),
         )
     return table
 

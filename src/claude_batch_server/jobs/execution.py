@@ -101,7 +101,9 @@ class JobExecutor:
         account = self._lookup(job.user)
         if account is None:
             return Outcome(JobStatus.FAILED, None, f"account {job.user!r} no longer exists")
+        began = time.perf_counter()
         spec = await anyio.to_thread.run_sync(self._prepare, job, account)
+        prepared = time.perf_counter()
         timeout = self._timeout(job)
         await self._emit(
             job.id,
@@ -109,6 +111,13 @@ class JobExecutor:
         )
         process = AgentProcess(spec, self._reaper)
         await process.start()
+        log.info(
+            "agent started",
+            job=job.id,
+            pid=process.pid,
+            prepare_ms=round((prepared - began) * 1000, 1),
+            spawn_ms=round((time.perf_counter() - prepared) * 1000, 1),
+        )
         await anyio.to_thread.run_sync(self._record_process, job.id, process)
         readers = asyncio.gather(
             self._pump(job.id, process.stdout(), lambda line: parse_stdout(line, result), result),

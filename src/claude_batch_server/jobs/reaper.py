@@ -10,21 +10,18 @@ the job is reparented to it, so it can always find and kill the whole tree.
 
 SIGTERM, SIGINT or SIGHUP to it: Claude Code gets SIGINT (its graceful stop), and
 everything is killed after GRACE seconds. When Claude Code exits on its own, what it left
-running gets SIGTERM, then SIGKILL after GRACE. The exit status is Claude Code's
-(128 + N for a signal N). Standard library only, and no site packages (-S), so it starts
-fast with any Python 3 the user may run.
+running gets SIGTERM, then SIGKILL after GRACE. It exits once it has no child left, with
+Claude Code's status (128 + N for a signal N). It starts with every job, so it imports
+only what is cheap to import (no pathlib, no contextlib) and waits without polling.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import resource
 import signal
 import sys
-import time
-from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -32,11 +29,12 @@ PR_SET_CHILD_SUBREAPER = 36
 def descendants(root: int) -> set[int]:
     """Every process whose parent chain leads to `root`, read from /proc."""
     parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                data = (entry / "stat").read_bytes()
-                parents[int(entry.name)] = int(data[data.rindex(b")") + 2 :].split()[1])
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    data = stat.read()
+                parents[int(entry)] = int(data[data.rindex(b")") + 2 :].split()[1])
             except (OSError, ValueError):
                 continue
     found: set[int] = set()
@@ -49,8 +47,10 @@ def descendants(root: int) -> set[int]:
 
 def signal_all(sig: int) -> None:
     for pid in descendants(os.getpid()):
-        with contextlib.suppress(OSError):
+        try:
             os.kill(pid, sig)
+        except OSError:
+            continue
 
 
 class Reaper:
@@ -58,40 +58,36 @@ class Reaper:
         self.grace = grace
         self.child = 0
         self.status: int | None = None
-        self.kill_at: float | None = None
+        self.deadline_set = False
 
     def on_stop(self, signum: int, frame: object) -> None:
         if self.status is None and self.child:
             os.kill(self.child, signal.SIGINT)
         self._deadline()
 
+    def on_deadline(self, signum: int, frame: object) -> None:
+        signal_all(signal.SIGKILL)
+
     def _deadline(self) -> None:
-        if self.kill_at is None:
-            self.kill_at = time.monotonic() + self.grace
+        """SIGALRM after `grace` seconds kills whatever is left; waitpid wakes as it dies."""
+        if not self.deadline_set:
+            self.deadline_set = True
+            signal.setitimer(signal.ITIMER_REAL, self.grace)
 
     def run(self, argv: list[str]) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self.on_stop)
+        signal.signal(signal.SIGALRM, self.on_deadline)
         self.child = os.posix_spawnp(argv[0], argv, os.environ)
         while True:
-            if self.kill_at is not None and time.monotonic() >= self.kill_at:
-                signal_all(signal.SIGKILL)
-            if self.status is not None and not descendants(os.getpid()):
-                return self.status
-            self._reap()
-
-    def _reap(self) -> None:
-        """Collects one exited child, or sleeps a little when none has exited."""
-        try:
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            pid = 0
-        if pid == 0:
-            time.sleep(0.05)
-        elif pid == self.child:
-            self.status = os.waitstatus_to_exitcode(wait_status)
-            signal_all(signal.SIGTERM)
-            self._deadline()
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:  # no child left: the whole tree is gone
+                return self.status if self.status is not None else 1
+            if pid == self.child:
+                self.status = os.waitstatus_to_exitcode(wait_status)
+                signal_all(signal.SIGTERM)
+                self._deadline()
 
 
 def main() -> None:
