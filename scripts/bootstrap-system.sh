@@ -7,7 +7,8 @@ set -euo pipefail
 want=(git:git node:nodejs npm:npm)
 if [ "${1:-run}" = test ]; then
   want+=(mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs openssl:openssl losetup:mount
-         /usr/lib/postgresql/15/bin/initdb:postgresql-15 systemd-analyze:systemd)
+         /usr/lib/postgresql/15/bin/initdb:postgresql-15 systemd-analyze:systemd
+         nginx:nginx)
 fi
 
 missing=()

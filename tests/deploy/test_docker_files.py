@@ -14,14 +14,12 @@ from typing import Any
 import pytest
 
 from claude_batch_server.settings import Settings
-from tests.deploy.tools import DOCKER, REPO, compose_binary, tool
+from tests.deploy.tools import CAPABILITIES, DOCKER, REPO, compose_binary, tool
 
 COMPOSE = DOCKER / "docker-compose.yml"
 PRIVILEGED = DOCKER / "docker-compose.privileged.yml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DATA_DIR = "/var/lib/claude-batch-server"
-SERVER_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID"}
-SERVER_CAPS |= {"SETUID"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +86,7 @@ def test_server_runs_as_root_with_only_the_capabilities_it_needs(docker_config: 
     assert "user" not in server  # root inside: jobs run as their users
     assert not server.get("privileged")
     assert server["cap_drop"] == ["ALL"]
-    assert set(server["cap_add"]) == SERVER_CAPS
+    assert set(server["cap_add"]) == CAPABILITIES
     assert "no-new-privileges:true" in server["security_opt"]
     assert server["environment"]["PORT"] == "8080"
     assert server["environment"]["DATA_DIR"] == DATA_DIR
@@ -209,7 +207,7 @@ def test_dockerfile_builds_what_compose_expects() -> None:
 def test_dockerfile_documents_each_capability_compose_grants() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    for capability in SERVER_CAPS | {"SYS_ADMIN"}:
+    for capability in CAPABILITIES | {"SYS_ADMIN"}:
         assert re.search(rf"\b{capability}\b", comments), capability
 
 

@@ -25,6 +25,7 @@ from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import Api
 from tests.support.server import LiveServer, free_port, wait_for
+from tests.support.users import UserFactory
 
 MiB = 1024 * 1024
 UPLOAD_LIMIT = 210 * MiB  # the server's own limit on /jobs/{id}/images
@@ -144,10 +145,14 @@ def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
             process.wait()
 
 
-def test_login_and_api_over_https(job_world: JobWorldFactory, start_proxy: StartProxy) -> None:
-    world = job_world()
+def test_login_and_api_over_https(
+    job_world: JobWorldFactory, users: UserFactory, start_proxy: StartProxy
+) -> None:
+    admins = users.group()
+    world = job_world(ADMIN_GROUP=admins)
     alice = world.member()
-    proxy: Proxy = start_proxy(world.server)
+    admin = users.create(groups=(admins,))
+    proxy = start_proxy(world.server)
 
     with proxy.client() as anonymous:
         health = anonymous.get("/health")
@@ -163,12 +168,22 @@ def test_login_and_api_over_https(job_world: JobWorldFactory, start_proxy: Start
         )
         assert wrong.status_code == 401
         assert wrong.json() == {"detail": "invalid username or password"}
-    token = login.json()["token"]
-    with proxy.client(token) as client:
+        # a client cannot choose the address it is throttled and audited under
+        spoofed = anonymous.post(
+            "/auth/login",
+            json={"username": admin.name, "password": admin.password},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+        assert spoofed.status_code == 200, spoofed.text
+    with proxy.client(login.json()["token"]) as client:
         me = client.get("/auth/me")
         assert me.status_code == 200 and me.json()["user"] == alice.user.name
         repository = client.get(f"/repositories/{alice.repo}")
         assert repository.json()["status"] == "ready"
+    with proxy.client(spoofed.json()["token"]) as client:
+        audit = client.get("/audit", params={"user": admin.name})
+        assert audit.status_code == 200, audit.text
+        assert audit.json() and {entry["address"] for entry in audit.json()} == {"127.0.0.1"}
 
 
 def test_large_uploads_pass_and_the_limits_hold(
@@ -176,7 +191,7 @@ def test_large_uploads_pass_and_the_limits_hold(
 ) -> None:
     world = job_world()
     alice = world.member()
-    proxy: Proxy = start_proxy(world.server)
+    proxy = start_proxy(world.server)
     job = alice.create_job(alice.repo, f"Look {marker('hello')}")
     images = [tiny_png(2, 2, (i, 0, 0)) + bytes(6 * MiB) for i in range(3)]  # 18 MiB
 
@@ -232,7 +247,7 @@ def test_job_events_stream_through_one_by_one(
     fake_anthropic.add_script("deploy-slow-steps", [*steps, text("Waited.")])
     world = job_world()
     alice: Api = world.member()
-    proxy: Proxy = start_proxy(world.server)
+    proxy = start_proxy(world.server)
     job = alice.run(alice.repo, f"Wait a bit {marker('deploy-slow-steps')}")
 
     with proxy.client(alice.token) as client:

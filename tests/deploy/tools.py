@@ -15,6 +15,11 @@ DOCKER = REPO / "docker"
 INSTALL_SH = REPO / "scripts" / "install.sh"
 UNIT_TEMPLATE = REPO / "scripts" / "claude-batch-server.service"
 VENV_BIN = Path(sys.executable).parent
+# What root keeps to run jobs as their users, in the container and in the systemd unit
+# (which adds SYS_ADMIN for mounts; in containers that takes the privileged override).
+CAPABILITIES = frozenset(
+    {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"}
+)
 
 
 def tool(name: str, provider: str) -> Path:
