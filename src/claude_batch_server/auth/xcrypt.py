@@ -20,15 +20,6 @@ def _libcrypt() -> ctypes.CDLL:
     library = ctypes.CDLL(name, use_errno=True)
     library.crypt_rn.restype = ctypes.c_char_p
     library.crypt_rn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
-    library.crypt_gensalt_rn.restype = ctypes.c_char_p
-    library.crypt_gensalt_rn.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_ulong,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-    ]
     return library
 
 
@@ -40,15 +31,6 @@ def crypt(phrase: str, setting: str) -> str | None:
     result = _libcrypt().crypt_rn(phrase.encode(), setting.encode(), data, _CRYPT_DATA_SIZE)
     if not result or result.startswith(b"*"):
         return None
-    return bytes(result).decode()
-
-
-def gensalt(prefix: str = "$y$") -> str:
-    """A fresh setting string for `prefix` at libxcrypt's default cost."""
-    out = ctypes.create_string_buffer(256)
-    result = _libcrypt().crypt_gensalt_rn(prefix.encode(), 0, None, 0, out, len(out))
-    if not result:
-        raise ValueError(f"libxcrypt does not support {prefix!r}")
     return bytes(result).decode()
 
 

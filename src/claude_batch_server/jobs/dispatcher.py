@@ -42,9 +42,6 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    def is_running_here(self, job_id: str) -> bool:
-        return job_id in self._running
-
     def stop_job(self, job_id: str, reason: str = "cancelled") -> bool:
         """Asks a run of this process to stop; False when it does not run here."""
         entry = self._running.get(job_id)
