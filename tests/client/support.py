@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -33,7 +34,6 @@ ON_TERMINAL = (
 class Cli:
     server: LiveServer
     home: Path
-
     running: list[Running] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -42,7 +42,8 @@ class Cli:
     def close(self) -> None:
         """Stops whatever `start` left running (a failed test may leave a follower)."""
         for command in self.running:
-            command.wait(deadline=0.1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                command.wait(deadline=0.1)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {

@@ -46,6 +46,7 @@ def test_job_commands_list_show_resume_cancel_remove(
     listed = cli.ok("jobs", "list").splitlines()
     assert listed[0].split()[:2] == ["JOB", "STATUS"]
     assert listed[1].startswith(f"{job_id}  completed")
+    assert listed[1].rstrip().endswith(f"First {marker('two-answers')}")  # text, not markup
     only = json.loads(cli.ok("--json", "jobs", "list", "--status", "completed"))
     assert [job["jobId"] for job in only] == [job_id]
     details = cli.ok("jobs", "show", job_id)
@@ -62,7 +63,7 @@ def test_job_commands_list_show_resume_cancel_remove(
     assert cli.ok("jobs", "cancel", hanging).startswith(hanging)
     followed = cli.run("logs", hanging, "-f")
     assert followed.returncode == 1
-    assert followed.stdout.splitlines()[-1] == "■ job cancelled: cancelled"
+    assert followed.stdout.splitlines()[-1] == "■ job cancelled"
 
     assert cli.ok("jobs", "rm", hanging) == f"Removed {hanging}.\n"
     gone = cli.run("jobs", "show", hanging)
@@ -98,4 +99,6 @@ def test_exit_codes(cli_world: CliWorld, fake_anthropic: FakeAnthropic) -> None:
     refused = cli.run("run", "no-such-repository", "Hello")
     assert refused.returncode == 1
     assert refused.stderr.startswith("claude-batch: ") and len(refused.stderr.splitlines()) == 1
-    assert cli.run("--server", "http://127.0.0.1:9", "whoami").returncode == 3
+    elsewhere = cli.run("--server", "http://127.0.0.1:9", "whoami")  # the token stays home
+    assert elsewhere.returncode == 3
+    assert elsewhere.stderr.startswith("claude-batch: not logged in to http://127.0.0.1:9 ")

@@ -74,8 +74,8 @@ def remove() -> bool:
 
 def normalize(url: str) -> str:
     """`host:port` or a full URL, checked: a server URL is http(s) with a host."""
-    url = url.strip().rstrip("/")
-    url = url if "://" in url else f"http://{url}"
+    url = url.strip()
+    url = (url if "://" in url else f"http://{url}").rstrip("/")
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as error:

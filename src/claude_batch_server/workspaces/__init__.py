@@ -20,8 +20,10 @@ Layout under DATA_DIR:
         record.json             strategy, repository, commit, uid, gid
         upper/ work/ lower/     overlay layers and the idmapped lower's mount point
       bases/<repo>/<commit>-<uid>/
-                                btrfs: a snapshot of the repository given to one user
-                                once; that user's workspaces are snapshots of it
+                                what a strategy keeps per user and commit: btrfs, a
+                                snapshot of the repository given to the user once (their
+                                workspaces are snapshots of it); overlay, the user's
+                                refreshed git index (see `gitindex`)
       kept/<repo>/<commit>/     a stored tree replaced by a pull or removed while overlay
                                 workspaces still have it as their lower layer
       locks/<repo>              flock files, one per repository

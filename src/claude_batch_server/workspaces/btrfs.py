@@ -58,9 +58,8 @@ def _create_with_base(job: Job) -> None:
         trees.chown_tree(build, job.uid, job.gid)
         build.chmod(0o700)
         linux.snapshot(build, job.target)
-        index = gitindex.refresh(job.target, job.uid, job.gid)
-        if index is not None:
-            gitindex.store(build / ".git", "index", index, job.uid, job.gid)
+        gitindex.refresh(job.target, job.uid, job.gid)
+        gitindex.save(job.target, build / ".git", "index", job.uid, job.gid)
         build.rename(job.base)
     except OSError:
         if not job.base.exists() or not job.target.exists():

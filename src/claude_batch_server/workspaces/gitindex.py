@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from claude_batch_server.workspaces import trees
 from claude_batch_server.workspaces.base import GIT_ENV
 from claude_batch_server.workspaces.linux import opened
 
@@ -21,11 +22,11 @@ _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def refresh(workspace: Path, uid: int, gid: int) -> bytes | None:
-    """Bring the index of `workspace` up to date with its files; its bytes, or None where
-    there is none. git runs as the user -- it may run filters the repository configures,
-    which root must not -- so `workspace` must be a path the user can reach. A failure
-    costs only speed (git refreshes on its next status), so it is not an error."""
+def refresh(workspace: Path, uid: int, gid: int) -> None:
+    """Bring the index of `workspace` up to date with its files. git runs as the user --
+    it may run filters the repository configures, which root must not -- so `workspace`
+    must be a path the user can reach. A failure costs only speed (git refreshes on its
+    next status), so it is not an error."""
     subprocess.run(
         ["git", "update-index", "-q", "--refresh"],
         cwd=workspace,
@@ -38,33 +39,36 @@ def refresh(workspace: Path, uid: int, gid: int) -> bytes | None:
         stderr=subprocess.DEVNULL,
         check=False,
     )
+
+
+def save(workspace: Path, directory: Path, name: str, uid: int, gid: int) -> None:
+    """Copy the index of `workspace` to `directory`/`name`, if it has one. The user writes
+    the workspace: no symlink is followed, only a regular file is taken."""
     try:
-        return _read_index(workspace)
-    except OSError:
-        return None
+        with (
+            opened(workspace) as top,
+            opened(".git", dir_fd=top) as git_dir,
+            opened("index", _READ_FLAGS, git_dir) as index,
+        ):
+            if stat.S_ISREG(os.fstat(index).st_mode):
+                _install(index, directory, name, uid, gid)
+    except OSError:  # none (not a checkout, or moved away by the user): only speed is lost
+        return
 
 
-def _read_index(workspace: Path) -> bytes:
-    # The user writes the workspace: follow no symlink, accept only a regular file.
-    with (
-        opened(workspace) as top,
-        opened(".git", dir_fd=top) as git_dir,
-        opened("index", _READ_FLAGS, git_dir) as fd,
-    ):
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"not a regular file: {workspace}/.git/index")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read()
+def place(index: Path, directory: Path, name: str, uid: int, gid: int) -> None:
+    """Copy the kept index file `index` (root's) to `directory`/`name`."""
+    with opened(index, _READ_FLAGS) as source:
+        _install(source, directory, name, uid, gid)
 
 
-def store(directory: Path, name: str, index: bytes, uid: int, gid: int) -> None:
-    """Write `directory`/`name` whole, owned by uid:gid, in one step: a job racing this
-    one sees the old file or the new, never half of one. `directory` is root's, and is
-    opened without following a symlink in its place."""
+def _install(source: int, directory: Path, name: str, uid: int, gid: int) -> None:
+    """Write `directory`/`name` (a root-only place, opened without following a symlink)
+    whole, owned by uid:gid, in one step: a racing job sees the old file or the new one.
+    A reflink where the filesystem has them: an index is megabytes for a large tree."""
     temporary = f".{name}.{secrets.token_hex(4)}"
     with opened(directory) as directory_fd:
-        with opened(temporary, _CREATE_FLAGS, directory_fd, 0o644) as fd:
-            os.fchown(fd, uid, gid)
-            with os.fdopen(fd, "wb", closefd=False) as file:
-                file.write(index)
+        with opened(temporary, _CREATE_FLAGS, directory_fd, 0o644) as target:
+            trees.clone_or_copy(source, target)
+            os.fchown(target, uid, gid)
         os.rename(temporary, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)

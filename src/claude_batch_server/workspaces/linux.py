@@ -146,8 +146,3 @@ def _vol_args(fd: int, name: str) -> bytearray:
     args = bytearray(struct.pack("=q", fd) + os.fsencode(name))
     args.extend(bytes(_BTRFS_VOL_ARGS_SIZE - len(args)))
     return args
-
-
-def is_subvolume(path: Path) -> bool:
-    st = path.lstat()
-    return st.st_ino == BTRFS_SUBVOLUME_INO and filesystem_type(path) == "btrfs"

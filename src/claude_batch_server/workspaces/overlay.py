@@ -61,12 +61,12 @@ class OverlayStrategy:
         # root's while nothing is mounted on it: no one writes into it unseen
         job.target.mkdir(mode=0o700)
         saved = job.base / "index"  # the user's refreshed git index at this commit
-        index = saved.read_bytes() if saved.is_file() else None
-        if index is not None:
-            _place_index(job, index)
+        ready = saved.is_file()
+        if ready:
+            _place_index(job, saved)
         self._mount(job)
-        if index is None:
-            _keep_index(job)
+        if not ready:
+            _keep_index(job, saved)
 
     def restore(self, job: Job) -> None:
         if not linux.is_mount_point(job.target):
@@ -90,22 +90,21 @@ class OverlayStrategy:
             linux.unmount(lower)
 
 
-def _place_index(job: Job, index: bytes) -> None:
+def _place_index(job: Job, saved: Path) -> None:
     """Put the user's refreshed git index straight into the upper layer, before the mount:
     the user cannot reach it yet, and nothing needs copying up."""
     git_dir = job.state / "upper" / ".git"
     git_dir.mkdir(mode=stat.S_IMODE((job.source / ".git").stat().st_mode))
     os.chown(git_dir, job.uid, job.gid)
-    gitindex.store(git_dir, "index", index, job.uid, job.gid)
+    gitindex.place(saved, git_dir, "index", job.uid, job.gid)
 
 
-def _keep_index(job: Job) -> None:
+def _keep_index(job: Job, saved: Path) -> None:
     """The first workspace of a user at a commit: refresh git's index in it, as the user,
     and keep the result in the base for their next workspaces."""
-    index = gitindex.refresh(job.target, job.uid, job.gid)
-    if index is not None:
-        job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        gitindex.store(job.base, "index", index, 0, 0)
+    gitindex.refresh(job.target, job.uid, job.gid)
+    job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gitindex.save(job.target, job.base, saved.name, 0, 0)
 
 
 def _option_path(path: Path) -> str:

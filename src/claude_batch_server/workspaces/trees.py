@@ -19,6 +19,8 @@ CopyData = Callable[[int, int], None]  # (source fd, target fd): fill the target
 
 _FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# The engine's own directory above what it removes may be reached through a symlink.
+_PARENT_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # What a stored repository may not keep: write access for others, set-id and sticky bits.
 _SEALED_OFF: Final = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
 
@@ -181,7 +183,7 @@ def remove_tree(path: Path) -> None:
         st = path.lstat()
     except FileNotFoundError:
         return
-    with opened(path.parent) as parent:
+    with opened(path.parent, _PARENT_FLAGS) as parent:
         if stat.S_ISDIR(st.st_mode):
             _remove_dir(parent, path.name)
         else:
