@@ -33,7 +33,6 @@ from claude_batch_server.settings import CowStrategy
 from claude_batch_server.workspaces import WorkspaceEngine, trees
 
 MB = 1 << 20
-LARGE = 64 * MB  # a workspace that adds this much is removed at once, to save room
 FIRST_UID = 200_000  # users that need no passwd entry: the engine works with ids
 GIT = [
     "git",
@@ -101,7 +100,7 @@ def _run_all(top: Path, files: int, size: int, reps: int) -> str:
     for name in (name for name, works in available.items() if works):
         _log(f"strategy {name}")
         engine = WorkspaceEngine(data_dir, CowStrategy(name))
-        rows.append(_measure_strategy(engine, data_dir, commit, reps))
+        rows.append(_measure_strategy(engine, data_dir, commit, reps, stored))
     _log("peers")
     rows.append(_measure_peer("`git worktree add` + chown", _worktree(repo, commit), top, reps))
     rows.append(_measure_peer("`cp -a --reflink=never` + chown", _cp(repo), top, reps))
@@ -142,7 +141,9 @@ def _write(path: Path, size: int) -> None:
     path.write_bytes(os.urandom(size))
 
 
-def _measure_strategy(engine: WorkspaceEngine, data_dir: Path, commit: str, reps: int) -> Row:
+def _measure_strategy(
+    engine: WorkspaceEngine, data_dir: Path, commit: str, reps: int, stored: int
+) -> Row:
     row = Row(engine.strategy_name, [], [], [], [], None, [])
     # First jobs of new users (with their bases), then later jobs of the first user.
     runs = [(f"first{rep}", rep, row.first, row.disk_first) for rep in range(reps)]
@@ -156,7 +157,7 @@ def _measure_strategy(engine: WorkspaceEngine, data_dir: Path, commit: str, reps
         disk.append(added)
         if job == "job0":
             row.status = _git_status(engine.workspace_path(job))
-        if added > LARGE:  # a real copy: make room for the next one
+        if added > stored // 4:  # a real copy: make room for the next one
             row.remove.append(_timed(data_dir, engine.remove_workspace, job)[0])
         else:
             kept.append(job)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from claude_batch_server.accounts import Account
+from claude_batch_server.workspaces import linux
 
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
 
@@ -100,6 +101,11 @@ def _entry_state(path: Path) -> tuple[object, ...]:
     else:
         content = ""
     return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, content)
+
+
+def is_subvolume(path: Path) -> bool:
+    """On btrfs, the root directory of every subvolume has inode number 256."""
+    return linux.filesystem_type(path) == "btrfs" and path.lstat().st_ino == 256
 
 
 def owners(root: Path) -> set[tuple[int, int]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.workspaces import WorkspaceEngine, linux
-from tests.workspaces.helpers import GitRepo, as_user
+from claude_batch_server.workspaces import WorkspaceEngine
+from tests.workspaces.helpers import GitRepo, as_user, is_subvolume
 
 Adopt = Callable[..., Path]
 
@@ -32,7 +32,7 @@ def test_subvolumes_made_by_the_user_are_removed(
         """,
         workspace,
     )
-    assert linux.is_subvolume(workspace / "nested" / "deeper")
+    assert is_subvolume(workspace / "nested" / "deeper")
 
     engine.remove_workspace("job1")
 

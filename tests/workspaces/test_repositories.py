@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, linux
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError
 from tests.workspaces.conftest import combinations
-from tests.workspaces.helpers import GitRepo, as_user, git, owners, tree_state
+from tests.workspaces.helpers import GitRepo, as_user, git, is_subvolume, owners, tree_state
 
 Adopt = Callable[..., Path]
 every = pytest.mark.parametrize(("filesystem", "strategy"), combinations())
@@ -70,7 +70,7 @@ def test_adopted_clone_is_sealed_and_its_source_untouched(
 def test_on_btrfs_the_stored_repository_is_a_subvolume(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo
 ) -> None:
-    assert linux.is_subvolume(adopt(source))
+    assert is_subvolume(adopt(source))
 
 
 @every
