@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.support.api import Api, home_of, make_git_repo
+from tests.support.mounts import unmount_beneath
 from tests.support.postgres import running_cluster
 from tests.support.server import LiveServer
 from tests.support.users import UserFactory
@@ -52,14 +52,6 @@ def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer
     if database_url:
         env["DATABASE_URL"] = database_url
     return LiveServer(data, env).start()
-
-
-def unmount_beneath(root: Path) -> None:
-    """Overlay workspaces stay mounted when the server stops (it remounts them at start)."""
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
-    for point in sorted(points, reverse=True):
-        subprocess.run(["umount", point], check=False)
 
 
 def first_output_at(api: Api, job_id: str) -> datetime:

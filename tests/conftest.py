@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mounts import unmount_beneath
 from tests.support.postgres import PostgresCluster, running_cluster
 from tests.support.server import LiveServer, ServerFactory
 from tests.support.users import UserFactory
@@ -48,6 +49,7 @@ def open_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="cbs-test-", dir="/var/tmp"))
     path.chmod(0o755)
     yield path
+    unmount_beneath(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 def recover(services: Services) -> None:
     """Blocking, at start: end the jobs a dead server left running, remount workspaces."""
     ended = services.dispatcher.recover()
+    services.workspaces.collect()  # scratch of dead processes, trees no workspace uses
     restored = services.jobs.restore_workspaces()
     log.info("recovered", jobs_ended=ended, workspaces_restored=restored)
 
