@@ -40,7 +40,7 @@ def test_subvolumes_made_by_the_user_are_removed(
     assert not any((data_dir / "cow" / "bases").iterdir())
 
 
-@pytest.mark.parametrize(("filesystem", "strategy"), [("disk", "auto"), ("btrfs", "auto")])
+@pytest.mark.parametrize(("filesystem", "strategy"), [("disk", "auto"), ("btrfs", "btrfs")])
 def test_collect_drops_leftovers_of_dead_processes(
     engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account, data_dir: Path
 ) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.settings import CowStrategy
-from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, probe
 from tests.workspaces.conftest import WORKING, kind
 
-AUTO = {"btrfs": "btrfs", "xfs": "overlay", "ext4": "overlay"}
+AUTO = {"btrfs": "overlay", "xfs": "overlay", "ext4": "overlay"}
 
 
 @pytest.mark.parametrize("strategy", ["auto"])
@@ -38,3 +38,16 @@ def test_auto_picks_the_best_that_works(
 def test_a_strategy_that_does_not_work_is_refused(data_dir: Path, filesystem: str) -> None:
     with pytest.raises(WorkspaceError, match="COW_STRATEGY=btrfs does not work"):
         WorkspaceEngine(data_dir, CowStrategy.BTRFS)
+
+
+@pytest.mark.parametrize(
+    ("works", "picked"),
+    [
+        ({"overlay": True, "btrfs": True, "reflink": True, "copy": True}, "overlay"),
+        ({"overlay": False, "btrfs": True, "reflink": True, "copy": True}, "btrfs"),
+        ({"overlay": False, "btrfs": False, "reflink": True, "copy": True}, "reflink"),
+        ({"overlay": False, "btrfs": False, "reflink": False, "copy": True}, "copy"),
+    ],
+)
+def test_auto_falls_back_in_the_measured_order(works: dict[str, bool], picked: str) -> None:
+    assert probe.choose(CowStrategy.AUTO, works, "here").name == picked
