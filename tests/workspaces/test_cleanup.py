@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.workspaces import WorkspaceEngine
+from claude_batch_server.workspaces import WorkspaceEngine, linux, trees
 from tests.workspaces.helpers import GitRepo, as_user, is_subvolume
 
 Adopt = Callable[..., Path]
@@ -54,3 +54,26 @@ def test_collect_drops_leftovers_of_dead_processes(
 
     assert not dead.exists()
     assert (data_dir / "workspaces" / "job1" / "src" / "app.py").exists()
+
+
+@pytest.mark.parametrize("filesystem", ["disk"])
+def test_mounts_beneath_are_found_by_their_real_names(data_dir: Path) -> None:
+    # mountinfo escapes ' ' and '\'; "a" is a prefix of "a b" but not its parent
+    top, sibling = data_dir / "a b", data_dir / "a"
+    inner = top / "in\\side"
+    inner.mkdir(parents=True)
+    sibling.mkdir()
+    for point in (inner, inner, sibling):  # two stacked on one point
+        linux.mount("tmpfs", point, "tmpfs", 0, "size=1m")
+
+    assert linux.mounts_beneath(top) == [inner, inner]
+    assert linux.mounts_beneath(sibling) == [sibling]
+    assert linux.is_mount_point(inner)
+    assert not linux.is_mount_point(top)
+    trees.remove_tree(top)
+    trees.remove_tree(sibling)
+    trees.remove_tree(top)  # gone: nothing to do
+
+    assert not top.exists()
+    assert not sibling.exists()
+    assert linux.mounts_beneath(data_dir) == []

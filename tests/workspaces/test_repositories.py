@@ -13,6 +13,7 @@ import pytest
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError
+from claude_batch_server.workspaces import engine as engine_module
 from tests.workspaces.conftest import combinations
 from tests.workspaces.helpers import GitRepo, as_user, git, is_subvolume, owners, tree_state
 
@@ -142,3 +143,69 @@ def test_a_tree_whose_git_folder_is_a_link_is_refused(
     with pytest.raises(WorkspaceError, match="not a git checkout"):
         engine.adopt_repository(staging / "tree", "repo")
     assert not (data_dir / "repos" / "repo").exists()
+
+
+@every
+def test_after_a_pull_the_old_commit_is_refused_unless_a_workspace_keeps_it(
+    engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
+) -> None:
+    adopt(source)
+    old = source.commits[-1]
+    engine.create_workspace("repo", old, "job1", account)
+    new = source.commit({"src/app.py": b"print('third')\n"}, "third")
+    adopt(source)
+
+    if engine.strategy_name == "overlay":  # job1 still reads the old tree: it is kept
+        kept = engine.create_workspace("repo", old, "job2", account)
+        assert (kept / "src" / "app.py").read_text() == "print('app, second')\n"
+        engine.remove_workspace("job2")
+    engine.remove_workspace("job1")
+    with pytest.raises(WorkspaceError, match=f"at {new}, not at {old}"):
+        engine.create_workspace("repo", old, "job3", account)
+
+
+@each_filesystem
+def test_workspaces_need_no_git_run_once_the_repository_is_stored(
+    engine: WorkspaceEngine,
+    adopt: Adopt,
+    source: GitRepo,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    adopt(source)
+    asked: list[Path] = []
+    monkeypatch.setattr(engine_module, "_head", lambda tree: asked.append(tree))
+
+    engine.create_workspace("repo", source.commits[-1], "job1", account)
+    with pytest.raises(WorkspaceError, match="not at"):
+        engine.create_workspace("repo", source.commits[0], "job2", account)
+
+    assert asked == []
+
+
+@each_filesystem
+def test_a_repository_stored_without_a_note_of_its_commit_asks_git(
+    engine: WorkspaceEngine, adopt: Adopt, source: GitRepo, account: Account
+) -> None:
+    repo = adopt(source)
+    os.removexattr(repo, "trusted.claude-batch-server.head")  # as stored by older versions
+
+    engine.create_workspace("repo", source.commits[-1], "job1", account)
+    with pytest.raises(WorkspaceError, match=f"at {source.commits[-1]}, not at"):
+        engine.create_workspace("repo", source.commits[0], "job2", account)
+
+
+@each_filesystem
+def test_a_note_the_staged_tree_brings_is_replaced(
+    engine: WorkspaceEngine, source: GitRepo, account: Account, data_dir: Path
+) -> None:
+    staging = data_dir / "staging"
+    staging.mkdir()
+    subprocess.run(["git", "clone", "--quiet", str(source.path), str(staging / "tree")], check=True)
+    os.setxattr(staging / "tree", "trusted.claude-batch-server.head", source.commits[0].encode())
+
+    engine.adopt_repository(staging / "tree", "repo")
+
+    with pytest.raises(WorkspaceError, match="not at"):
+        engine.create_workspace("repo", source.commits[0], "job1", account)
+    engine.create_workspace("repo", source.commits[-1], "job2", account)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, linux
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, idmap, linux
 from tests.workspaces.conftest import combinations
 from tests.workspaces.helpers import GIT_IDENTITY, GitRepo, as_user, owners, tree_state
 
@@ -240,3 +240,30 @@ def test_git_index_agrees_with_the_files_from_the_start(
     for job, owner in (("job1", alice), ("job2", alice), ("job3", bob)):
         workspace = engine.create_workspace("repo", source.commits[-1], job, owner)
         assert as_user(owner, "git diff-files --name-only", workspace) == "", job
+
+
+@pytest.mark.parametrize(("filesystem", "strategy"), combinations("overlay"))
+def test_each_user_gets_their_own_mapping_made_once(
+    engine: WorkspaceEngine,
+    adopt: Adopt,
+    source: GitRepo,
+    make_account: Callable[[], Account],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    adopt(source)
+    alice, bob = make_account(), make_account()
+    made: list[tuple[int, int]] = []
+    make = idmap._new_user_namespace
+
+    def counted(uid: int, gid: int) -> int:
+        made.append((uid, gid))
+        return make(uid, gid)
+
+    monkeypatch.setattr(idmap, "_new_user_namespace", counted)
+    jobs = [("job1", alice), ("job2", bob), ("job3", alice), ("job4", bob)]
+    for job, owner in jobs:
+        workspace = engine.create_workspace("repo", source.commits[-1], job, owner)
+        as_user(owner, "echo mine >> src/app.py && touch new.txt", workspace)
+        assert owners(workspace) == {(owner.uid, owner.gid)}, job
+
+    assert len(made) == len(set(made)) <= 2  # at most once per user in a process

@@ -11,7 +11,8 @@ Layout under DATA_DIR:
 
     repos/                      0700 root
       <name>/                   a stored clone: full working tree with .git, at its branch
-                                head, root's, writable by root alone; a subvolume on btrfs
+                                head, root's, writable by root alone; a subvolume on btrfs;
+                                its commit noted in a trusted.* attribute of its top
     workspaces/                 0711 root: users pass through, cannot list
       <job_id>/                 a job's workspace: 0700, the job user's, as is everything in
                                 it (an overlay mount point with the overlay strategy)

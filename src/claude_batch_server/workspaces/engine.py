@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -10,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.settings import CowStrategy
@@ -22,6 +24,10 @@ from claude_batch_server.workspaces.layout import (
     checked_job,
     checked_repository,
 )
+
+# The commit a stored tree is at. trusted.*: only root (CAP_SYS_ADMIN) reads or writes it,
+# never a user, not even through a workspace made of the tree.
+_HEAD_ATTRIBUTE: Final = "trusted.claude-batch-server.head"
 
 
 class WorkspaceEngine:
@@ -64,6 +70,7 @@ class WorkspaceEngine:
             if not (tree / ".git").is_dir() or (tree / ".git").is_symlink():
                 raise WorkspaceError(f"not a git checkout: {staging}")
             stored = self._store(tree, scratch / "stored")
+            _record_head(stored)
             with self._lock(name, exclusive=True):
                 if target.exists():
                     linux.exchange(stored, target)
@@ -154,7 +161,7 @@ class WorkspaceEngine:
         if kept.exists():
             return kept
         stored = self._layout.repository(repository)
-        head = _head(stored)
+        head = _recorded_head(stored)
         if head != commit:
             found = f"at {head}" if head else "missing"
             raise WorkspaceError(f"repository {repository!r} is {found}, not at {commit}")
@@ -180,7 +187,7 @@ class WorkspaceEngine:
     def _retire(self, name: str, old: Path) -> None:
         """Keep a replaced or removed stored tree if a workspace still reads it (an overlay's
         lower layer); otherwise it stays in `old`, in the scratch area, to be deleted."""
-        commit = _head(old)
+        commit = _recorded_head(old)
         if commit is None or not self._reads(name, commit):
             return
         kept = self._layout.kept_tree(name, commit)
@@ -263,6 +270,29 @@ def _dirs(top: Path) -> list[Path]:
         return [path for path in top.iterdir() if path.is_dir() and not path.is_symlink()]
     except FileNotFoundError:
         return []
+
+
+def _record_head(tree: Path) -> None:
+    """Note the commit of a tree about to be stored (none: empty) in it, where only root
+    can write and where it moves with the tree: read for every workspace, which then need
+    not run git. Any note the tree came with is replaced."""
+    note = (_head(tree) or "").encode()
+    try:
+        os.setxattr(tree, _HEAD_ATTRIBUTE, note, follow_symlinks=False)
+    except OSError as error:
+        if error.errno != errno.EOPNOTSUPP:  # else no notes here: git is asked instead
+            raise
+
+
+def _recorded_head(tree: Path) -> str | None:
+    """The commit of a stored tree: as noted at adoption, else (a tree stored before notes
+    were kept, or a filesystem without them) as git says."""
+    try:
+        return os.getxattr(tree, _HEAD_ATTRIBUTE, follow_symlinks=False).decode() or None
+    except FileNotFoundError:
+        return None
+    except OSError:  # no note
+        return _head(tree)
 
 
 def _head(tree: Path) -> str | None:

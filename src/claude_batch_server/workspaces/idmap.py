@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ _MOUNT_ATTR_NODEV: Final = 0x4
 _MOUNT_ATTR_IDMAP: Final = 0x100000
 _UNSHARE_TIMEOUT: Final = 5.0
 
+_namespaces: dict[tuple[int, int], int] = {}  # (uid, gid): a user namespace descriptor
+_namespaces_lock = threading.Lock()
+
 
 class _MountAttr(ctypes.Structure):
     _fields_ = [  # the layout of struct mount_attr
@@ -45,7 +49,8 @@ class _MountAttr(ctypes.Structure):
 def bind_as_owner(source: Path, target: Path, uid: int, gid: int) -> None:
     """Mount `source` read-only at `target`, where what root owns in it appears owned by
     uid:gid (other owners appear as the overflow id, so `source` should be root's alone)."""
-    with _user_namespace(uid, gid) as userns, _detached_tree(source) as tree:
+    userns = _user_namespace(uid, gid)
+    with _detached_tree(source) as tree:
         flags = _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
         attr = _MountAttr(flags, 0, 0, userns)
         result = syscall(
@@ -82,24 +87,36 @@ def _detached_tree(source: Path) -> Iterator[int]:
         os.close(fd)
 
 
-@contextmanager
-def _user_namespace(uid: int, gid: int) -> Iterator[int]:
-    """A descriptor of a new user namespace whose root is uid:gid outside it: the mapping
-    an idmapped mount is given. A helper process makes the namespace, because a threaded
-    server cannot safely fork to unshare itself; root writes the maps from outside."""
+def _user_namespace(uid: int, gid: int) -> int:
+    """A descriptor of a user namespace whose root is uid:gid outside it: the mapping an
+    idmapped mount is given. Made once per uid:gid and kept open for the life of the
+    process -- making one costs a helper process, and the descriptor keeps the namespace
+    alive after the helper is gone. The mapping is by number, so an id given to another
+    account later still maps to whoever holds that number, as every file owner does."""
+    with _namespaces_lock:
+        fd = _namespaces.get((uid, gid))
+    if fd is not None:
+        return fd
+    fd = _new_user_namespace(uid, gid)  # unlocked: another user's first job need not wait
+    with _namespaces_lock:
+        kept = _namespaces.setdefault((uid, gid), fd)
+    if kept != fd:  # another thread made one first
+        os.close(fd)
+    return kept
+
+
+def _new_user_namespace(uid: int, gid: int) -> int:
+    """A helper process makes the namespace, because a threaded server cannot safely fork
+    to unshare itself; root writes the maps from outside."""
     helper = subprocess.Popen(["unshare", "--user", "sleep", "60"], stdin=subprocess.DEVNULL)
     try:
         _await_unshare(helper)
         Path(f"/proc/{helper.pid}/uid_map").write_text(f"0 {uid} 1\n")
         Path(f"/proc/{helper.pid}/gid_map").write_text(f"0 {gid} 1\n")
-        fd = os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         helper.kill()
         helper.wait()
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _await_unshare(helper: subprocess.Popen[bytes]) -> None:

@@ -85,27 +85,44 @@ class Mount:
 def mounts() -> list[Mount]:
     """This process's mount table, in mount order."""
     table = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in _mountinfo():
         fields, _, rest = line.partition(" - ")
         table.append(Mount(Path(_unescape(fields.split()[4])), rest.split()[0]))
     return table
 
 
+def _mountinfo() -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
+        return table.read().splitlines()
+
+
+def _mount_points() -> list[str]:
+    """The mount points of `mounts()` alone, as strings: the table has a line per overlay
+    workspace, and this is read on every removal."""
+    return [_unescape(line.split(" ", 5)[4]) for line in _mountinfo()]
+
+
 def _unescape(field: str) -> str:
     # mountinfo writes space, tab, newline and backslash in paths as octal escapes
+    if "\\" not in field:
+        return field
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field)
 
 
 def mounts_beneath(path: Path) -> list[Path]:
     """Mount points at or below `path`, deepest (and latest) first: the order to unmount."""
-    path = path.parent.resolve() / path.name  # the table holds real paths; never follow `path`
-    beneath = [m.point for m in reversed(mounts()) if m.point == path or path in m.point.parents]
+    real = str(path.parent.resolve() / path.name)  # the table holds real paths; never follow
+    prefix = real.rstrip("/") + "/"
+    beneath = [
+        Path(point)
+        for point in reversed(_mount_points())
+        if point == real or point.startswith(prefix)
+    ]
     return sorted(beneath, key=lambda point: len(point.parts), reverse=True)
 
 
 def is_mount_point(path: Path) -> bool:
-    path = path.parent.resolve() / path.name
-    return any(m.point == path for m in mounts())
+    return str(path.parent.resolve() / path.name) in _mount_points()
 
 
 def filesystem_type(path: Path) -> str:

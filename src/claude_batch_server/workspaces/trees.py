@@ -177,6 +177,8 @@ def remove_tree(path: Path) -> None:
     """Remove `path` and all beneath it, if it exists: mounts beneath are detached first,
     btrfs subvolumes deleted whole, read-only entries too, and symlinks are removed, never
     followed."""
+    if not _present(path):
+        return
     for point in linux.mounts_beneath(path):
         linux.unmount(point)
     try:
@@ -188,6 +190,19 @@ def remove_tree(path: Path) -> None:
             _remove_dir(parent, path.name)
         else:
             os.unlink(path.name, dir_fd=parent)
+
+
+def _present(path: Path) -> bool:
+    """Whether `path` exists, the mount table unread: were it missing, nothing could be
+    mounted beneath it -- a mount point cannot be removed, a renamed parent takes its mounts
+    along, and one hidden by a mount over a parent umount2 could not reach by path."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError:  # a dead mount, say: what follows detaches it first
+        return True
+    return True
 
 
 def _remove_dir(parent: int, name: str) -> None:
