@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings, database)
         app.state.services = services
         await anyio.to_thread.run_sync(maintenance.recover, services)
+        await services.spawner.start()
         services.dispatcher.start()
         logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)
         try:
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
                     background.cancel_scope.cancel()
         finally:
             await services.dispatcher.shutdown(SHUTDOWN)
+            await services.spawner.close()
             services.close()
 
     app = FastAPI(

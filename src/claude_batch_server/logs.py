@@ -18,11 +18,12 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_batch_server.errors import ServiceError
 from claude_batch_server.settings import LogFormat
-from claude_batch_server.store.db import Database
+from claude_batch_server.store.db import Database, after_commit
 from claude_batch_server.store.tables import AuditEvent
 
 log = structlog.get_logger("claude_batch_server")
@@ -108,6 +109,33 @@ class AuditRecord:
     outcome: str
 
 
+class Audit:
+    """One audited action under way. The action may write its success row in its own
+    transaction (`record_in`), which saves one; otherwise `Auditor.around` writes it."""
+
+    def __init__(self, user: str, address: str, action: str, target: str) -> None:
+        self.user, self.address, self.action, self.target = user, address, action, target
+        self.recorded = False  # the success row has committed
+
+    def row(self, outcome: str) -> AuditEvent:
+        return AuditEvent(
+            user=self.user,
+            address=self.address,
+            action=self.action,
+            target=self.target,
+            outcome=outcome,
+        )
+
+    def record_in(self, session: Session) -> None:
+        """Adds the success row to `session`, the action's last transaction: it is written
+        if, and only if, the action's change is."""
+        session.add(self.row("success"))
+        after_commit(session, self._committed)
+
+    def _committed(self) -> None:
+        self.recorded = True
+
+
 class Auditor:
     """Writes every audited action to the database and to the log."""
 
@@ -116,26 +144,37 @@ class Auditor:
         self._count = count
 
     def record(self, *, user: str, address: str, action: str, target: str, outcome: str) -> None:
-        entry = AuditEvent(
-            user=user, address=address, action=action, target=target, outcome=outcome
-        )
+        self._write(Audit(user, address, action, target), outcome)
+
+    def _write(self, audit: Audit, outcome: str) -> None:
         with self._database.session() as session:
-            session.add(entry)
-        self._count(action, outcome)
+            session.add(audit.row(outcome))
+        self._announce(audit, outcome)
+
+    def _announce(self, audit: Audit, outcome: str) -> None:
+        self._count(audit.action, outcome)
         log.info(
-            "audit", audit_user=user, address=address, action=action, target=target, outcome=outcome
+            "audit",
+            audit_user=audit.user,
+            address=audit.address,
+            action=audit.action,
+            target=audit.target,
+            outcome=outcome,
         )
 
     @contextmanager
-    def around(self, *, user: str, address: str, action: str, target: str) -> Iterator[None]:
+    def around(self, *, user: str, address: str, action: str, target: str) -> Iterator[Audit]:
         """Records `action` once it ends: `success`, or the kind of error that ended it."""
+        audit = Audit(user, address, action, target)
         try:
-            yield
+            yield audit
         except ServiceError as error:
-            outcome = type(error).__name__.lower()
-            self.record(user=user, address=address, action=action, target=target, outcome=outcome)
+            self._write(audit, type(error).__name__.lower())
             raise
-        self.record(user=user, address=address, action=action, target=target, outcome="success")
+        if audit.recorded:
+            self._announce(audit, "success")
+        else:
+            self._write(audit, "success")
 
     def recent(self, *, user: str | None, since: datetime | None, limit: int) -> list[AuditRecord]:
         query = select(AuditEvent).order_by(AuditEvent.time.desc(), AuditEvent.id.desc())
@@ -143,7 +182,7 @@ class Auditor:
             query = query.where(AuditEvent.user == user)
         if since:
             query = query.where(AuditEvent.time >= since)
-        with self._database.session() as session:
+        with self._database.read() as session:
             rows: Iterator[AuditEvent] = iter(session.scalars(query.limit(limit)))
             return [
                 AuditRecord(r.time, r.user, r.address, r.action, r.target, r.outcome) for r in rows

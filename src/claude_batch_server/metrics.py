@@ -23,7 +23,7 @@ class QueueCollector(Collector):
         self._database = database
 
     def collect(self) -> Iterator[Metric]:
-        with self._database.session() as session:
+        with self._database.read() as session:
             rows = session.execute(
                 select(Job.status, Job.user, func.count())
                 .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))

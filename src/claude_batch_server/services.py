@@ -21,9 +21,9 @@ from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.execution import JobExecutor
 from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
-from claude_batch_server.jobs.runner import install_reaper
+from claude_batch_server.jobs.runner import Spawner
 from claude_batch_server.jobs.service import JobService
-from claude_batch_server.logs import Auditor
+from claude_batch_server.logs import Audit, Auditor
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.settings import AuthBackend, Settings
@@ -46,13 +46,14 @@ class Services:
     dispatcher: Dispatcher
     files: FileService
     metrics: Metrics
+    spawner: Spawner
 
     def active_jobs_of(self, repository: str) -> int:
         return self.jobs.active_jobs_of(repository)
 
     def audit(
         self, user: User, address: str, action: str, target: str
-    ) -> AbstractContextManager[None]:
+    ) -> AbstractContextManager[Audit]:
         return self.auditor.around(user=user.name, address=address, action=action, target=target)
 
     def close(self) -> None:
@@ -86,7 +87,8 @@ def build_services(settings: Settings, database: Database) -> Services:
     health = HealthService(database, settings.DATA_DIR, settings.CLAUDE_COMMAND)
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
-    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories, metrics)
+    spawner = Spawner()
+    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories, metrics, spawner)
     files = FileService(workspaces, accounts.lookup)
     return Services(
         settings,
@@ -100,6 +102,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         dispatcher,
         files,
         metrics,
+        spawner,
     )
 
 
@@ -109,6 +112,7 @@ def _job_engine(
     workspaces: WorkspaceEngine,
     repositories: RepositoryService,
     metrics: Metrics,
+    spawner: Spawner,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -123,7 +127,7 @@ def _job_engine(
         accounts.lookup,
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
-        install_reaper(settings.DATA_DIR),
+        spawner,
         metrics,
     )
     dispatcher = Dispatcher(queue, executor)

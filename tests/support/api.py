@@ -76,6 +76,12 @@ class Api:
         result: dict[str, Any] = wait_for(reached, deadline, f"job {job_id} to be {statuses}", 0.1)
         return result
 
+    def jobs_in(self, status: str) -> list[dict[str, Any]]:
+        """The caller's jobs in `status`, newest first (one page)."""
+        page = self.http.get("/jobs", params={"status": status, "limit": 500}).json()
+        jobs: list[dict[str, Any]] = page["jobs"]
+        return jobs
+
     def wait_ended(self, job_id: str, deadline: float = 120) -> dict[str, Any]:
         return self.wait_status(job_id, ENDED, deadline)
 

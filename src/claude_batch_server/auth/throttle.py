@@ -39,7 +39,7 @@ class Throttle:
     def retry_after(self, username: str, address: str) -> int | None:
         """Seconds until the name or address may try again, or None when they may now."""
         now = utcnow()
-        with self._database.session() as session:
+        with self._database.read() as session:
             rows = session.scalars(select(LoginThrottle).where(_keys(username, address)))
             waits = [
                 (row.blocked_until - now).total_seconds()

@@ -64,5 +64,5 @@ class TokenService:
                 session.add(RevokedToken(jti=claims.jti, expires_at=claims.expires))
 
     def _revoked(self, jti: str) -> bool:
-        with self._database.session() as session:
+        with self._database.read() as session:
             return session.get(RevokedToken, jti) is not None

@@ -70,10 +70,17 @@ class Dispatcher:
             await self._wake.wait()
             self._wake.clear()
             try:
-                while (job := await anyio.to_thread.run_sync(self._queue.claim)) is not None:
+                while self._has_slot() and (job := await self._claim()):
                     self._launch(job)
             except Exception:  # the database may be away for a moment: the next tick retries
                 log.exception("claiming a job failed")
+
+    async def _claim(self) -> Job | None:
+        return await anyio.to_thread.run_sync(self._queue.claim)
+
+    def _has_slot(self) -> bool:
+        """False when our own runs fill every slot: no claim could succeed, so none is tried."""
+        return len(self._running) < self._queue.limits.total
 
     def _launch(self, job: Job) -> None:
         stop = StopRequest()

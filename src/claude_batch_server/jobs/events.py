@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from claude_batch_server.jobs.transcript import Event
@@ -31,10 +31,19 @@ class EventStore:
     def append_in(session: Session, job_id: str, events: Sequence[Event]) -> int:
         last = session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id))
         seq = last or 0
-        for event in events:
-            seq += 1
-            session.add(JobEvent(job_id=job_id, seq=seq, type=event.type, data=event.data))
-        return seq
+        if events:  # one INSERT for the batch, without the ORM's bookkeeping per row
+            rows = [
+                {
+                    "job_id": job_id,
+                    "seq": seq + n,
+                    "time": event.time,  # when it arrived, not when its batch was written
+                    "type": event.type,
+                    "data": event.data,
+                }
+                for n, event in enumerate(events, 1)
+            ]
+            session.execute(insert(JobEvent), rows)
+        return seq + len(events)
 
     def after(self, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
         query = (
@@ -43,7 +52,7 @@ class EventStore:
             .order_by(JobEvent.seq)
             .limit(limit)
         )
-        with self._database.session() as session:
+        with self._database.read() as session:
             return list(session.scalars(query))
 
 

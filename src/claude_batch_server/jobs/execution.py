@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,13 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import anyio
+from sqlalchemy.orm import Session
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.files.safe import write_beneath
 from claude_batch_server.jobs import command
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import ImageStore, media_type
-from claude_batch_server.jobs.runner import AgentProcess, RunSpec
+from claude_batch_server.jobs.recorder import TranscriptRecorder
+from claude_batch_server.jobs.runner import AgentProcess, RunSpec, Spawner
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import (
     Event,
@@ -72,7 +75,7 @@ class JobExecutor:
         lookup: Callable[[str], Account | None],
         claude_command: str,
         max_run: timedelta,
-        reaper: list[str],
+        spawner: Spawner,
         metrics: Metrics,
     ) -> None:
         self._database = database
@@ -83,7 +86,7 @@ class JobExecutor:
         self._lookup = lookup
         self._claude_command = claude_command
         self._max_run = max_run
-        self._reaper = reaper
+        self._spawner = spawner
         self._metrics = metrics
 
     async def run(self, job: Job, stop: StopRequest) -> JobStatus:
@@ -94,49 +97,61 @@ class JobExecutor:
         except Exception as error:  # any failure of ours must still end the job
             log.exception("job run failed", job=job.id)
             outcome = Outcome(JobStatus.FAILED, None, f"server error: {error}")
-        await anyio.to_thread.run_sync(self.finish, job.id, outcome, result)
+        # a run that ended before its process was recorded has no start in the transcript yet
+        first = None if result.recorded else _run_started(job, self._timeout(job))
+        await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
         return outcome.status
 
     async def _run(self, job: Job, stop: StopRequest, result: RunResult) -> Outcome:
-        account = self._lookup(job.user)
-        if account is None:
-            return Outcome(JobStatus.FAILED, None, f"account {job.user!r} no longer exists")
         began = time.perf_counter()
-        spec = await anyio.to_thread.run_sync(self._prepare, job, account)
-        prepared = time.perf_counter()
-        timeout = self._timeout(job)
-        await self._emit(
-            job.id,
-            server_event("run.started", run=job.runs + 1, resume=job.runs > 0, timeout=timeout),
-        )
-        process = AgentProcess(spec, self._reaper)
+        prepared = await anyio.to_thread.run_sync(self._prepare, job)
+        if isinstance(prepared, Outcome):
+            return prepared
+        spec, commit = prepared
+        spawned = time.perf_counter()
+        process = AgentProcess(spec, self._spawner)
         await process.start()
         log.info(
             "agent started",
             job=job.id,
             pid=process.pid,
-            prepare_ms=round((prepared - began) * 1000, 1),
-            spawn_ms=round((time.perf_counter() - prepared) * 1000, 1),
+            prepare_ms=round((spawned - began) * 1000, 1),
+            spawn_ms=round((time.perf_counter() - spawned) * 1000, 1),
         )
-        await anyio.to_thread.run_sync(self._record_process, job.id, process)
+        timeout = self._timeout(job)
+        recorder = TranscriptRecorder(
+            self._database,
+            self._events,
+            self._broker,
+            job.id,
+            functools.partial(self._record_start, job, process, commit, timeout),
+        )
         readers = asyncio.gather(
-            self._pump(job.id, process.stdout(), lambda line: parse_stdout(line, result), result),
-            self._pump(job.id, process.stderr(), stderr_event, None, keep=result.stderr_tail),
+            _pump(process.stdout(), recorder, lambda line: parse_stdout(line, result), result),
+            _pump(process.stderr(), recorder, stderr_event, None, keep=result.stderr_tail),
         )
         ended = await self._supervise(process, stop.event, timeout)
         await process.clear_group()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, PIPE_DRAIN)
+        try:
+            await recorder.close()
+        finally:
+            result.recorded = recorder.started
         if ended == "stopped":
             ended = stop.reason
         return _outcome(ended, process.poll(), result, timeout)
 
-    def _prepare(self, job: Job, account: Account) -> RunSpec:
-        """Blocking: the workspace (made on the first run, restored on a resume) and the
-        command line of this run."""
+    def _prepare(self, job: Job) -> tuple[RunSpec, str | None] | Outcome:
+        """Blocking: the workspace (made on the first run, restored on a resume), the command
+        line of this run, and the commit of a new workspace."""
+        account = self._lookup(job.user)
+        if account is None:
+            return Outcome(JobStatus.FAILED, None, f"account {job.user!r} no longer exists")
         first = job.commit is None  # no workspace yet: this run makes it, with the images
+        commit = None
         if first:
-            path = self._create_workspace(job, account)
+            path, commit = self._create_workspace(job, account)
         else:
             self._workspaces.restore_workspace(job.id)
             path = self._workspaces.workspace_path(job.id)
@@ -144,10 +159,10 @@ class JobExecutor:
         session = None if first else job.session_id
         argv = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
-        return RunSpec(argv, command.environment(account), path, account, stdin)
+        return RunSpec(argv, command.environment(account), path, account, stdin), commit
 
-    def _create_workspace(self, job: Job, account: Account) -> Path:
-        with self._database.session() as session:
+    def _create_workspace(self, job: Job, account: Account) -> tuple[Path, str]:
+        with self._database.read() as session:
             repo = session.get(Repository, job.repository)
             if repo is None or repo.commit is None:
                 raise RuntimeError(f"repository {job.repository!r} is not ready")
@@ -157,17 +172,13 @@ class JobExecutor:
         self._metrics.workspace_seconds.labels(self._workspaces.strategy_name).observe(
             time.perf_counter() - started
         )
-        with self._database.session() as session:
-            row = session.get(Job, job.id)
-            if row is not None:
-                row.commit = self._workspaces.workspace_commit(job.id) or commit
         owner = (account.uid, account.gid)
         for name in job.images:
             data = self._images.read(job.id, name)
             write_beneath(path, f"{IMAGE_DIR}/{name}", data, owner)
         if job.images:
             write_beneath(path, ".git/info/exclude", b"\n/.claude-batch/\n", owner, append=True)
-        return path
+        return path, self._workspaces.workspace_commit(job.id) or commit
 
     def _image(self, job_id: str, name: str) -> command.Image:
         data = self._images.read(job_id, name)
@@ -193,44 +204,24 @@ class JobExecutor:
         await process.stop()
         return "stopped" if cancelled in done else "timeout"
 
-    async def _pump(
-        self,
-        job_id: str,
-        lines: AsyncIterator[bytes],
-        to_event: Callable[[bytes], Event],
-        result: RunResult | None,
-        keep: list[str] | None = None,
+    def _record_start(
+        self, job: Job, process: AgentProcess, commit: str | None, timeout: float, session: Session
     ) -> None:
-        session = None
-        async for line in lines:
-            event = to_event(line)
-            if keep is not None:
-                keep.append(line.decode("utf-8", "replace").strip())
-                del keep[:-STDERR_TAIL]
-            await self._emit(job_id, event)
-            if result is not None and result.session_id != session:
-                session = result.session_id
-                await anyio.to_thread.run_sync(self._record_session, job_id, session)
+        """In the run's first transaction: the process (for a successor after a crash), the
+        workspace's commit on a first run, the deadline, and the mark of the run's start."""
+        row = session.get(Job, job.id)
+        if row is None:
+            return  # deleted meanwhile: the dispatcher stops the run
+        row.pid, row.pid_start = process.pid, process.pid_start
+        row.deadline = utcnow() + timedelta(seconds=timeout)
+        row.commit = commit or row.commit
+        self._events.append_in(session, job.id, [_run_started(job, timeout)])
 
-    async def _emit(self, job_id: str, event: Event) -> None:
-        await anyio.to_thread.run_sync(self._events.append, job_id, [event])
-        self._broker.publish(job_id)
-
-    def _record_process(self, job_id: str, process: AgentProcess) -> None:
-        with self._database.session() as session:
-            row = session.get(Job, job_id)
-            if row is not None:
-                row.pid, row.pid_start = process.pid, process.pid_start
-                row.deadline = utcnow() + timedelta(seconds=self._timeout(row))
-
-    def _record_session(self, job_id: str, session_id: str | None) -> None:
-        with self._database.session() as session:
-            row = session.get(Job, job_id)
-            if row is not None and session_id:
-                row.session_id = session_id
-
-    def finish(self, job_id: str, outcome: Outcome, result: RunResult) -> None:
-        """Blocking: records how a run ended, in the job and in its transcript."""
+    def finish(
+        self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None = None
+    ) -> None:
+        """Blocking: records how a run ended, in the job and in its transcript (after the
+        `started` mark, if that was not written yet)."""
         ended = server_event(
             "run.ended",
             status=outcome.status.value,
@@ -243,10 +234,30 @@ class JobExecutor:
                 return  # deleted while it ran
             claimed = row.claimed_at
             apply_outcome(row, outcome, result)
-            self._events.append_in(session, job_id, [ended])  # one transaction with the status
+            marks = [ended] if started is None else [started, ended]
+            self._events.append_in(session, job_id, marks)  # one transaction with the status
         seconds = (utcnow() - claimed).total_seconds() if claimed else None
         self._metrics.job_ended(outcome.status.value, seconds)
         self._broker.publish(job_id)
+
+
+async def _pump(
+    lines: AsyncIterator[bytes],
+    recorder: TranscriptRecorder,
+    to_event: Callable[[bytes], Event],
+    result: RunResult | None,
+    keep: list[str] | None = None,
+) -> None:
+    async for line in lines:
+        event = to_event(line)
+        if keep is not None:
+            keep.append(line.decode("utf-8", "replace").strip())
+            del keep[:-STDERR_TAIL]
+        await recorder.add(event, result.session_id if result is not None else None)
+
+
+def _run_started(job: Job, timeout: float) -> Event:
+    return server_event("run.started", run=job.runs + 1, resume=job.runs > 0, timeout=timeout)
 
 
 def apply_outcome(row: Job, outcome: Outcome, result: RunResult) -> None:

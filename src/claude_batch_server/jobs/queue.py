@@ -69,10 +69,10 @@ class JobQueue:
         with self._database.session() as session:
             if not self._database.is_sqlite:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
-            running = _running_per_user(session)
+            running, waiting = _queue_state(session)
             if sum(running.values()) >= self.limits.total:
                 return None
-            user = self._next_user(session, running)
+            user = self._next_user(session, running, waiting)
             if user is None:
                 return None
             job = session.scalars(
@@ -91,29 +91,25 @@ class JobQueue:
             job.claimed_at = now
             return job
 
-    def _next_user(self, session: Session, running: dict[str, int]) -> str | None:
-        waiting = dict(
-            session.execute(
-                select(Job.user, func.min(Job.queued_at))
-                .where(Job.status == JobStatus.QUEUED)
-                .group_by(Job.user)
-            ).all()
-        )
+    def _next_user(
+        self, session: Session, running: dict[str, int], waiting: dict[str, datetime | None]
+    ) -> str | None:
         per_user = self.limits.per_user
         eligible = [u for u in waiting if not per_user or running.get(u, 0) < per_user]
         if not eligible:
             return None
+        fewest = min(running.get(u, 0) for u in eligible)
+        tied = [u for u in eligible if running.get(u, 0) == fewest]
+        if len(tied) == 1:
+            return tied[0]  # no round robin to settle: spare the query over their history
         served = dict(
             session.execute(
                 select(Job.user, func.max(Job.claimed_at))
-                .where(Job.user.in_(eligible))
+                .where(Job.user.in_(tied))
                 .group_by(Job.user)
             ).all()
         )
-        return min(
-            eligible,
-            key=lambda u: (running.get(u, 0), served.get(u) or NEVER, waiting[u] or NEVER, u),
-        )
+        return min(tied, key=lambda u: (served.get(u) or NEVER, waiting[u] or NEVER, u))
 
     def renew(self, job_ids: list[str]) -> None:
         """The heartbeat: push the lease of our running jobs forward."""
@@ -130,14 +126,14 @@ class JobQueue:
         """Those of `job_ids` that someone asked to cancel (perhaps through another process)."""
         if not job_ids:
             return []
-        with self._database.session() as session:
+        with self._database.read() as session:
             query = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested)
             return list(session.scalars(query))
 
     def abandoned(self) -> list[Job]:
         """Running jobs whose dispatcher is gone: its lease lapsed, or its process died."""
         now = utcnow()
-        with self._database.session() as session:
+        with self._database.read() as session:
             jobs = session.scalars(
                 select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner != self.owner)
             ).all()
@@ -159,22 +155,35 @@ class JobQueue:
 
     def position(self, job: Job) -> int | None:
         """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""
-        if job.status != JobStatus.QUEUED or job.queued_at is None:
-            return None
-        with self._database.session() as session:
-            ahead = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.status == JobStatus.QUEUED, Job.queued_at < job.queued_at)
-            )
-        return (ahead or 0) + 1
+        if job.status != JobStatus.QUEUED:
+            return None  # without a transaction
+        with self._database.read() as session:
+            return position_in(session, job)
 
 
-def _running_per_user(session: Session) -> dict[str, int]:
+def position_in(session: Session, job: Job) -> int | None:
+    """`JobQueue.position`, read in `session`."""
+    if job.status != JobStatus.QUEUED or job.queued_at is None:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.status == JobStatus.QUEUED, Job.queued_at < job.queued_at)
+    )
+    return (ahead or 0) + 1
+
+
+def _queue_state(session: Session) -> tuple[dict[str, int], dict[str, datetime | None]]:
+    """In one query: the running jobs per user, and when each waiting user's first job was
+    queued."""
     rows = session.execute(
-        select(Job.user, func.count()).where(Job.status == JobStatus.RUNNING).group_by(Job.user)
+        select(Job.user, Job.status, func.count(), func.min(Job.queued_at))
+        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .group_by(Job.user, Job.status)
     ).all()
-    return {user: count for user, count in rows}
+    running = {user: count for user, status, count, _ in rows if status == JobStatus.RUNNING}
+    waiting = {user: first for user, status, _, first in rows if status == JobStatus.QUEUED}
+    return running, waiting
 
 
 def _abandoned(job: Job, now: datetime) -> bool:

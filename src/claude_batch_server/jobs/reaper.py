@@ -3,27 +3,27 @@ run ends, nothing it started is left behind.
 
 Claude Code starts its Bash tool's commands in sessions of their own, so a signal to the
 job's process group does not reach them, and once the CLI exits they would be orphans of
-init. This script, run as the job's user, makes itself a child subreaper: every orphan of
-the job is reparented to it, so it can always find and kill the whole tree.
-
-    python3 -I -S reaper.py GRACE NOFILE -- COMMAND ARGS...
+init. The reaper, already running as the job's user (the spawner made it so), makes itself
+a child subreaper: every orphan of the job is reparented to it, so it can always find and
+kill the whole tree.
 
 SIGTERM, SIGINT or SIGHUP to it: Claude Code gets SIGINT (its graceful stop), and
-everything is killed after GRACE seconds. When Claude Code exits on its own, what it left
-running gets SIGTERM, then SIGKILL after GRACE. It exits once it has no child left, with
-Claude Code's status (128 + N for a signal N). It starts with every job, so it imports
-only what is cheap to import (no pathlib, no contextlib) and waits without polling.
+everything is killed after `grace` seconds. When Claude Code exits on its own, what it left
+running gets SIGTERM, then SIGKILL after `grace`. It returns once it has no child left,
+with Claude Code's exit code (128 + N for a signal N). Standard library only, as the
+spawner that forks it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import resource
 import signal
-import sys
 
 PR_SET_CHILD_SUBREAPER = 36
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # blocked when we start
+# Python ignores these for itself, and an ignored signal stays ignored across exec
+_DEFAULTED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def descendants(root: int) -> set[int]:
@@ -74,11 +74,15 @@ class Reaper:
             self.deadline_set = True
             signal.setitimer(signal.ITIMER_REAL, self.grace)
 
-    def run(self, argv: list[str]) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    def run(self, argv: list[str], env: dict[str, str]) -> int:
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self.on_stop)
         signal.signal(signal.SIGALRM, self.on_deadline)
-        self.child = os.posix_spawnp(argv[0], argv, os.environ)
+        self.child = os.posix_spawnp(
+            argv[0], argv, env, setsigmask=(), setsigdef=(*_DEFAULTED, *STOP_SIGNALS)
+        )
+        # a stop that came while we started is taken now, with Claude Code there to get it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, 0)
@@ -90,15 +94,8 @@ class Reaper:
                 self._deadline()
 
 
-def main() -> None:
-    grace, nofile = float(sys.argv[1]), int(sys.argv[2])
-    argv = sys.argv[sys.argv.index("--") + 1 :]
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+def reap(argv: list[str], env: dict[str, str], grace: float) -> int:
+    """Runs `argv` as a subreaper until its whole tree is gone; returns its exit code."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    status = Reaper(grace).run(argv)
-    sys.exit(128 - status if status < 0 else status)
-
-
-if __name__ == "__main__":
-    main()
+    status = Reaper(grace).run(argv, env)
+    return 128 - status if status < 0 else status

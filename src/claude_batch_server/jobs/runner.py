@@ -1,34 +1,46 @@
 """Claude Code as an OS process of the job's user, in the manner of JupyterHub's spawners:
 start, poll, stop.
 
-The process runs with the user's uid, primary gid and supplementary groups (set by
-subprocess itself: no preexec_fn), in a new session and so a process group of its own,
-with a clean environment. Its first process is `reaper.py`, which runs Claude Code and
-kills everything the run started once it ends, also what left the process group. Stopping
-sends SIGTERM (the reaper passes a graceful SIGINT to Claude Code) and, should anything
-outlive the grace period, SIGKILL to the whole group.
+Processes are started by the spawner (`spawner.py`), a small root process the server
+starts once: it forks, takes the user's uid, primary gid and supplementary groups, a new
+session and so a process group of its own, and runs the reaper (`reaper.py`), which starts
+Claude Code with a clean environment and kills everything the run started once it ends,
+also what left the process group. Stopping sends SIGTERM (the reaper passes a graceful
+SIGINT to Claude Code) and, should anything outlive the grace period, SIGKILL to the whole
+group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import os
-import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+import anyio
 
 from claude_batch_server.accounts import Account
+from claude_batch_server.jobs import spawner
+from claude_batch_server.logs import log
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 REAPER_GRACE = 5.0  # seconds the reaper gives Claude Code after its SIGINT
+SPAWNER_EXIT = REAPER_GRACE + 5.0  # seconds the spawner gets to stop what still runs
 OPEN_FILES = 8192
 READ_LIMIT = 1024 * 1024  # an asyncio line buffer; longer lines arrive in pieces
-PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+T = TypeVar("T")
+LOST = -signal.SIGKILL  # the exit code of a job whose spawner died under it
 
 
 @dataclass(frozen=True)
@@ -40,72 +52,177 @@ class RunSpec:
     stdin: bytes
 
 
-def install_reaper(data_dir: Path) -> list[str]:
-    """Copies reaper.py where every user can read it; returns the command that runs it.
+class SpawnError(RuntimeError):
+    """The spawner could not start a job's process."""
 
-    The users run it with a system Python: the server's own may sit where they cannot go."""
-    target = data_dir / "bin" / "reaper.py"
-    target.parent.mkdir(mode=0o755, exist_ok=True)
-    target.parent.chmod(0o755)
-    shutil.copyfile(Path(__file__).with_name("reaper.py"), target)
-    target.chmod(0o644)
-    python = next((p for p in PYTHONS if os.access(p, os.X_OK)), sys.executable)
-    return [python, "-I", "-S", str(target), str(REAPER_GRACE), str(OPEN_FILES), "--"]
+
+class Spawner:
+    """The server's end of the spawner process: requests go out with the job's pipes,
+    reports of started and exited processes come back and resolve futures."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._requests: socket.socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._reports: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._starting: dict[int, asyncio.Future[tuple[int, asyncio.Future[int]]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._send_lock = threading.Lock()
+
+    async def start(self) -> None:
+        requests, theirs_requests = socket.socketpair()
+        reports, theirs_reports = socket.socketpair()
+        passed = (theirs_requests.fileno(), theirs_reports.fileno())
+        with theirs_requests, theirs_reports:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-m", spawner.__name__, *map(str, passed)],
+                pass_fds=passed,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": os.defpath},  # none of the server's settings or secrets
+            )
+        self._requests = requests
+        # the writer is kept: collecting it would close the connection
+        reader, self._reports = await asyncio.open_unix_connection(sock=reports, limit=READ_LIMIT)
+        self._reader = asyncio.create_task(self._read_reports(reader), name="spawner")
+
+    async def spawn(self, spec: RunSpec, fds: list[int]) -> tuple[int, asyncio.Future[int]]:
+        """Starts `spec` with stdin, stdout, stderr = `fds`; returns its pid and the future
+        of its exit code."""
+        if self._reader is None or self._reader.done():
+            await self.start()  # never started, or died: a new one for this job
+        request_id = next(self._ids)
+        started: asyncio.Future[tuple[int, asyncio.Future[int]]]
+        started = asyncio.get_running_loop().create_future()
+        self._starting[request_id] = started
+        request = spawner.encode(_request(request_id, spec))
+        try:
+            await anyio.to_thread.run_sync(self._send, request, fds)
+            return await started
+        finally:
+            self._starting.pop(request_id, None)
+
+    def _send(self, request: bytes, fds: list[int]) -> None:
+        assert self._requests is not None
+        with self._send_lock:
+            sent = socket.send_fds(self._requests, [request[: spawner.HEADER]], fds)
+            self._requests.sendall(request[sent:])
+
+    async def _read_reports(self, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        while line := await reader.readline():
+            report = json.loads(line)
+            if "started" in report:
+                pid, exited = report["pid"], loop.create_future()
+                self._exits[pid] = exited
+                _resolve(self._starting.get(report["started"]), (pid, exited))
+            elif "exited" in report:
+                _resolve(self._exits.pop(report["exited"], None), report["status"])
+            elif (started := self._starting.get(report["failed"])) and not started.done():
+                started.set_exception(SpawnError(report["error"]))
+        self._lost()
+
+    def _lost(self) -> None:
+        """The spawner died: what it ran can no longer be waited for, so it is killed."""
+        if self._starting or self._exits:
+            log.error("the spawner died", running=len(self._exits))
+        for started in self._starting.values():
+            if not started.done():
+                started.set_exception(SpawnError("the spawner died"))
+        for pid, exited in self._exits.items():
+            _signal_group(pid, signal.SIGKILL)
+            _resolve(exited, LOST)
+        self._exits.clear()
+
+    async def close(self) -> None:
+        """Ends the spawner: it stops whatever still runs and exits."""
+        if self._requests is not None:
+            self._requests.close()
+        if self._process is not None:
+            await anyio.to_thread.run_sync(_wait_or_kill, self._process, SPAWNER_EXIT)
+        if self._reader is not None:
+            await self._reader
+        if self._reports is not None:
+            self._reports.close()
+
+
+def _request(request_id: int, spec: RunSpec) -> spawner.Request:
+    account = spec.account
+    return spawner.Request(
+        id=request_id,
+        argv=spec.argv,
+        env=spec.env,
+        cwd=str(spec.cwd),
+        uid=account.uid,
+        gid=account.gid,
+        groups=list(account.supplementary_gids),
+        grace=REAPER_GRACE,
+        nofile=OPEN_FILES,
+    )
+
+
+def _resolve(future: asyncio.Future[T] | None, value: T) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class AgentProcess:
-    def __init__(self, spec: RunSpec, reaper: list[str]) -> None:
+    def __init__(self, spec: RunSpec, spawner: Spawner) -> None:
         self.spec = spec
-        self._reaper = reaper
-        self._process: asyncio.subprocess.Process | None = None
+        self._spawner = spawner
+        self._pid: int | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._stdout: asyncio.StreamReader | None = None
+        self._stderr: asyncio.StreamReader | None = None
+        self._feeding: asyncio.Task[None] | None = None
         self.pid_start: int | None = None
 
     @property
     def pid(self) -> int:
-        assert self._process is not None, "not started"
-        return self._process.pid
+        assert self._pid is not None, "not started"
+        return self._pid
 
     async def start(self) -> None:
-        account = self.spec.account
-        self._process = await asyncio.create_subprocess_exec(
-            *self._reaper,
-            *self.spec.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=self.spec.cwd,
-            env=self.spec.env,
-            user=account.uid,
-            group=account.gid,
-            extra_groups=list(account.supplementary_gids),
-            start_new_session=True,
-            limit=READ_LIMIT,
-        )
-        self.pid_start = process_start_time(self.pid)
-        await self._feed_stdin()
-
-    async def _feed_stdin(self) -> None:
-        assert self._process is not None and self._process.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._process.stdin.write(self.spec.stdin)
-            await self._process.stdin.drain()
-        self._process.stdin.close()
+        pipes = [os.pipe() for _ in range(spawner.STREAMS)]
+        (stdin, feed), (out, stdout), (err, stderr) = pipes
+        try:
+            self._pid, self._exited = await self._spawner.spawn(self.spec, [stdin, stdout, stderr])
+        except BaseException:
+            for fd in (feed, out, err):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (stdin, stdout, stderr):
+                os.close(fd)
+        self.pid_start = process_start_time(self._pid)
+        self._stdout = await _reader(out)
+        self._stderr = await _reader(err)
+        # not awaited: an agent that never reads its stdin must not stall the job
+        self._feeding = asyncio.create_task(_feed(feed, self.spec.stdin))
 
     def stdout(self) -> AsyncIterator[bytes]:
-        assert self._process is not None and self._process.stdout is not None
-        return read_lines(self._process.stdout)
+        assert self._stdout is not None
+        return read_lines(self._stdout)
 
     def stderr(self) -> AsyncIterator[bytes]:
-        assert self._process is not None and self._process.stderr is not None
-        return read_lines(self._process.stderr)
+        assert self._stderr is not None
+        return read_lines(self._stderr)
 
     def poll(self) -> int | None:
-        assert self._process is not None
-        return self._process.returncode
+        assert self._exited is not None
+        return self._exited.result() if self._exited.done() else None
 
     async def wait(self) -> int:
-        assert self._process is not None
-        return await self._process.wait()
+        assert self._exited is not None
+        return await asyncio.shield(self._exited)
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM to the reaper, SIGKILL to the group after `grace`; returns when all ended."""
@@ -121,6 +238,28 @@ class AgentProcess:
         await self.wait()
         while group_alive(self.pid):
             await asyncio.sleep(0.02)
+        if self._feeding is not None:
+            self._feeding.cancel()  # its reader is gone: what it still holds is dropped
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_LIMIT)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    return reader
+
+
+async def _feed(fd: int, data: bytes) -> None:
+    """Writes the job's stdin and closes it."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", buffering=0)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
 
 
 async def read_lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:

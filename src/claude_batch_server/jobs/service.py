@@ -21,8 +21,9 @@ from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import MAX_IMAGES, ImageStore, safe_name
-from claude_batch_server.jobs.queue import JobQueue
+from claude_batch_server.jobs.queue import JobQueue, position_in
 from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
+from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Job, JobEvent, utcnow
@@ -69,7 +70,7 @@ class JobService:
 
     def visible(self, user: User, job_id: str) -> Job:
         """The job if `user` may see it; 404 otherwise, whether or not it exists."""
-        with self._database.session() as session:
+        with self._database.read() as session:
             job = session.get(Job, job_id) if len(job_id) <= 32 else None
         if job is None or not (user.admin or job.user == user.name):
             raise NotFound(f"job {job_id!r} not found")
@@ -78,7 +79,7 @@ class JobService:
     def position(self, job: Job) -> int | None:
         return self._queue.position(job)
 
-    def create(self, user: User, request: JobRequest) -> Job:
+    def create(self, user: User, request: JobRequest, audit: Audit | None = None) -> Job:
         repo = self._repositories.visible(user, request.repository)
         if repo.status != RepoStatus.READY:
             raise Conflict(f"repository {repo.name!r} is {repo.status}, not ready")
@@ -106,6 +107,8 @@ class JobService:
         )
         with self._database.session() as session:
             session.add(job)
+            if audit is not None:
+                audit.record_in(session)
         return job
 
     def add_images(self, job: Job, files: list[tuple[str | None, bytes]]) -> list[tuple[str, int]]:
@@ -126,37 +129,49 @@ class JobService:
             row.images = [*row.images, *(name for name, _ in saved)]
         return saved
 
-    def start(self, job: Job) -> Job:
+    def start(self, job: Job, audit: Audit | None = None) -> tuple[Job, int | None]:
+        """The job, now queued, and its queue position."""
         missing = [name for name in job.expected_images if name not in job.images]
         if missing:
             raise Conflict(f"images named at creation are not uploaded: {', '.join(missing)}")
-        return self._enqueue(job, JobStatus.CREATED, job.prompt)
+        return self._enqueue(job, JobStatus.CREATED, job.prompt, audit)
 
-    def resume(self, job: Job, prompt: str) -> Job:
+    def resume(self, job: Job, prompt: str, audit: Audit | None = None) -> tuple[Job, int | None]:
         if job.workspace_removed:
             raise Conflict("the job's workspace has been removed")
-        return self._enqueue(job, ENDED, prompt)
+        return self._enqueue(job, ENDED, prompt, audit)
 
-    def _enqueue(self, job: Job, allowed: JobStatus | frozenset[JobStatus], prompt: str) -> Job:
+    def _enqueue(
+        self,
+        job: Job,
+        allowed: JobStatus | frozenset[JobStatus],
+        prompt: str,
+        audit: Audit | None,
+    ) -> tuple[Job, int | None]:
+        """One transaction: the move to `queued`, its audit row, and the queue position."""
         states = {allowed} if isinstance(allowed, JobStatus) else set(allowed)
-        with self._database.session() as session:
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status.in_(states))
-                .values(
-                    status=JobStatus.QUEUED,
-                    queued_at=utcnow(),
-                    run_prompt=prompt,
-                    cancel_requested=False,
-                    error=None,
-                )
+        moved = (
+            update(Job)
+            .where(Job.id == job.id, Job.status.in_(states))
+            .values(
+                status=JobStatus.QUEUED,
+                queued_at=utcnow(),
+                run_prompt=prompt,
+                cancel_requested=False,
+                error=None,
             )
-            moved = bool(result.rowcount)  # type: ignore[attr-defined]
-            row = session.get(Job, job.id)
-        if not moved or row is None:
-            raise Conflict(f"job {job.id} is {self._status(job.id)}")
+            .returning(Job)
+        )
+        with self._database.session() as session:
+            row = session.scalars(moved).first()
+            if row is None:
+                status = session.scalar(select(Job.status).where(Job.id == job.id))
+                raise Conflict(f"job {job.id} is {status or 'gone'}")
+            if audit is not None:
+                audit.record_in(session)
+            position = position_in(session, row)
         self._dispatcher.wake()
-        return row
+        return row, position
 
     async def cancel(self, job: Job) -> Job:
         """Queued or created: cancelled at once. Running: stopped, and cancelled once its
@@ -225,7 +240,7 @@ class JobService:
             query = query.where(
                 (Job.created_at < created) | ((Job.created_at == created) & (Job.id < job_id))
             )
-        with self._database.session() as session:
+        with self._database.read() as session:
             jobs = list(session.scalars(query))
         more = len(jobs) > limit
         jobs = jobs[:limit]
@@ -262,7 +277,7 @@ class JobService:
             self._broker.unsubscribe(job_id, wake)
 
     def active_jobs_of(self, repository: str) -> int:
-        with self._database.session() as session:
+        with self._database.read() as session:
             count = session.scalar(
                 select(func.count())
                 .select_from(Job)
@@ -273,7 +288,7 @@ class JobService:
     def expire_workspaces(self, retention: timedelta) -> int:
         """Removes the workspaces of jobs that ended more than `retention` ago."""
         cutoff = utcnow() - retention
-        with self._database.session() as session:
+        with self._database.read() as session:
             ids = list(
                 session.scalars(
                     select(Job.id).where(
@@ -292,7 +307,7 @@ class JobService:
 
     def restore_workspaces(self) -> int:
         """After a restart: makes every kept workspace usable again (overlays remounted)."""
-        with self._database.session() as session:
+        with self._database.read() as session:
             ids = list(
                 session.scalars(
                     select(Job.id).where(Job.commit.is_not(None), Job.workspace_removed.is_(False))
@@ -303,14 +318,14 @@ class JobService:
         return len(ids)
 
     def _get(self, job_id: str) -> Job:
-        with self._database.session() as session:
+        with self._database.read() as session:
             job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} not found")
         return job
 
     def _status(self, job_id: str) -> str:
-        with self._database.session() as session:
+        with self._database.read() as session:
             status = session.scalar(select(Job.status).where(Job.id == job_id))
         return status or "gone"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_LINE = 8 * 1024 * 1024  # a longer line is cut and kept raw, never dropped
@@ -13,6 +14,7 @@ MAX_LINE = 8 * 1024 * 1024  # a longer line is cut and kept raw, never dropped
 class Event:
     type: str  # the stream-json `type` (system, assistant, user, result…), or raw / stderr
     data: str  # the line as it came, or a JSON object describing what was not JSON
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))  # when it arrived
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RunResult:
     seen_result: bool = False
     errors: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)  # the last lines, for the error
+    recorded: bool = False  # the process and the run's start are in the database
 
     @property
     def succeeded(self) -> bool:

@@ -60,7 +60,7 @@ class RepositoryService:
 
     def visible(self, user: User, name: str) -> Repository:
         """The repository if `user` may see it; 404 otherwise, whether or not it exists."""
-        with self._database.session() as session:
+        with self._database.read() as session:
             repo = session.get(Repository, name)
         if repo is None or not (user.admin or repo.registered_by == user.name):
             raise NotFound(f"repository {name!r} not found")
@@ -70,7 +70,7 @@ class RepositoryService:
         query = select(Repository).order_by(Repository.name)
         if not user.admin:
             query = query.where(Repository.registered_by == user.name)
-        with self._database.session() as session:
+        with self._database.read() as session:
             return list(session.scalars(query))
 
     def register(self, user: User, request: RegisterRequest) -> Repository:
@@ -118,12 +118,12 @@ class RepositoryService:
 
     def resume_interrupted(self) -> list[str]:
         """Names of repositories whose first clone a stopped server left unfinished."""
-        with self._database.session() as session:
+        with self._database.read() as session:
             query = select(Repository.name).where(Repository.status == RepoStatus.CLONING)
             return list(session.scalars(query))
 
     def _fetch(self, name: str, *, first: bool) -> None:
-        with self._database.session() as session:
+        with self._database.read() as session:
             repo = session.get(Repository, name)
         if repo is None:
             return

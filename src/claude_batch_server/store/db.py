@@ -1,17 +1,20 @@
-"""The database engine and session factory, for SQLite (WAL) and PostgreSQL alike."""
+"""The engine and session factories, for SQLite (WAL) and PostgreSQL alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+READS_ONLY = "cbs_reads_only"  # execution option of the read sessions' connections
+_COMMIT_HOOKS = "cbs_after_commit"  # key in Session.info
 
 
 def engine_for(url: str) -> Engine:
@@ -31,9 +34,7 @@ def _sqlite_engine(database: str | None) -> Engine:
         f"sqlite:///{database}", connect_args={"check_same_thread": False, "timeout": 10}
     )
     event.listen(engine, "connect", _sqlite_pragmas)
-    # pysqlite's own transaction handling defers BEGIN; take it over so that
-    # `BEGIN IMMEDIATE` can serialise writers (the queue's claim relies on it).
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -48,13 +49,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Connection) -> None:
+    """pysqlite's own transaction handling is off (isolation_level=None), so we begin:
+    writers with `BEGIN IMMEDIATE`, which takes the write lock and so serialises them (the
+    queue's claim relies on it); readers with a deferred `BEGIN`, a snapshot that in WAL
+    mode neither waits for a writer nor holds one up."""
+    reads_only = connection.get_execution_options().get(READS_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Runs `hook` once the transaction of `session` has committed; never if it rolls back."""
+    session.info.setdefault(_COMMIT_HOOKS, []).append(hook)
+
+
+def _run_commit_hooks(session: Session) -> None:
+    for hook in session.info.pop(_COMMIT_HOOKS, ()):
+        hook()
+
+
 class Database:
-    """The engine plus a session factory; one per server process."""
+    """The engine plus session factories; one per server process."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = engine_for(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "after_commit", _run_commit_hooks)
+        self._reads = sessionmaker(
+            self.engine.execution_options(**{READS_ONLY: True}), expire_on_commit=False
+        )
+        # SQLite: this process's writers queue here, where a release wakes the next one at
+        # once; SQLite's busy handler would poll in sleeps of up to 100 ms. Reentrant, so a
+        # thread that nests sessions meets SQLite's busy timeout, as without it.
+        self._writers = threading.RLock() if self.is_sqlite else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -63,8 +91,28 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+        with self._writer_turn(), self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A unit of work that only reads: on SQLite it does not take the write lock, so it
+        neither waits for writers nor makes them wait. Never write in it."""
+        with self._reads() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        if self._writers is None:
+            yield
+            return
+        # after SQLite's own timeout, go on anyway and let SQLite decide
+        held = self._writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            yield
+        finally:
+            if held:
+                self._writers.release()
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

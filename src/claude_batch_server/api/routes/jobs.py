@@ -19,20 +19,19 @@ from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
 from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
 from claude_batch_server.jobs.status import JobStatus
-from claude_batch_server.services import Services
 from claude_batch_server.store.tables import Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def job_response(job: Job, services: Services) -> JobResponse:
+def job_response(job: Job, position: int | None) -> JobResponse:
     return JobResponse(
         job_id=job.id,
         user=job.user,
         repository=job.repository,
         prompt=job.prompt,
         status=job.status,
-        queue_position=services.jobs.position(job),
+        queue_position=position,
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
@@ -60,9 +59,9 @@ def create_job(
 ) -> JobResponse:
     options = body.options.model_dump(by_alias=True, exclude_none=True)
     request = JobRequest(body.prompt, body.repository, options, body.images)
-    with services.audit(user, address, "job.create", body.repository):
-        job = services.jobs.create(user, request)
-    return job_response(job, services)
+    with services.audit(user, address, "job.create", body.repository) as audit:
+        job = services.jobs.create(user, request, audit)
+    return job_response(job, None)  # created: not in the queue yet
 
 
 @router.get("", response_model=JobPageResponse)
@@ -76,13 +75,14 @@ def list_jobs(
 ) -> JobPageResponse:
     page = services.jobs.page(user, status, limit, cursor, owner)
     return JobPageResponse(
-        jobs=[job_response(job, services) for job in page.jobs], next_cursor=page.next_cursor
+        jobs=[job_response(job, services.jobs.position(job)) for job in page.jobs],
+        next_cursor=page.next_cursor,
     )
 
 
 @router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
 def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
-    return job_response(job, services)
+    return job_response(job, services.jobs.position(job))
 
 
 @router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
@@ -108,11 +108,9 @@ async def upload_images(
 def start_job(
     job: OwnedJob, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> StartResponse:
-    with services.audit(user, address, "job.start", job.id):
-        started = services.jobs.start(job)
-    return StartResponse(
-        job_id=started.id, status=started.status, queue_position=services.jobs.position(started)
-    )
+    with services.audit(user, address, "job.start", job.id) as audit:
+        started, position = services.jobs.start(job, audit)
+    return StartResponse(job_id=started.id, status=started.status, queue_position=position)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobResponse, responses={409: {}})
@@ -121,7 +119,7 @@ async def cancel_job(
 ) -> JobResponse:
     with services.audit(user, address, "job.cancel", job.id):
         cancelled = await services.jobs.cancel(job)
-    return job_response(cancelled, services)
+    return job_response(cancelled, services.jobs.position(cancelled))
 
 
 @router.post("/{job_id}/resume", status_code=202, response_model=JobResponse, responses={409: {}})
@@ -132,9 +130,9 @@ def resume_job(
     services: ServicesDep,
     address: ClientAddress,
 ) -> JobResponse:
-    with services.audit(user, address, "job.resume", job.id):
-        resumed = services.jobs.resume(job, body.prompt)
-    return job_response(resumed, services)
+    with services.audit(user, address, "job.resume", job.id) as audit:
+        resumed, position = services.jobs.resume(job, body.prompt, audit)
+    return job_response(resumed, position)
 
 
 @router.delete("/{job_id}", status_code=204)

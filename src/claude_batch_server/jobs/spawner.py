@@ -1,0 +1,200 @@
+"""The spawner: a small, long-lived root process that starts the processes of every job.
+
+Forking the server itself per job is slow: its ~100 MB of memory must be mapped into each
+child, CPython cannot use vfork once user=, group= and extra_groups= are given, and a
+fresh Python for the reaper costs tens of milliseconds more. The spawner is started once,
+imports little, and forks a copy of itself per job, which takes the job's user, groups,
+session and limits and then runs the reaper (`reaper.reap`) in place: a job starts with
+one fork of a small process and one exec, of Claude Code.
+
+    python -I -m claude_batch_server.jobs.spawner REQUESTS_FD REPORTS_FD
+
+A request on REQUESTS_FD (a Unix stream socket) is a 4-byte length and a JSON object
+(`Request`), with the job's stdin, stdout and stderr attached as descriptors. Reports go
+to REPORTS_FD as JSON lines: {"started": id, "pid": pid}, {"failed": id, "error": text},
+{"exited": pid, "status": exit code, negative for a signal}. When the requests end (the
+server stopped or died), every job still running is stopped as a cancel stops it, and
+the spawner exits once they are gone. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+from typing import Any, TypedDict
+
+from claude_batch_server.jobs import reaper
+
+HEADER = 4  # bytes of the length before each request
+STREAMS = 3  # stdin, stdout, stderr
+NO_START = 127  # the exit code of a job whose process could not be set up
+
+
+class Request(TypedDict):
+    id: int
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    uid: int
+    gid: int
+    groups: list[int]
+    grace: float
+    nofile: int
+
+
+def encode(request: Request) -> bytes:
+    body = json.dumps(request).encode()
+    return len(body).to_bytes(HEADER, "big") + body
+
+
+class Spawner:
+    def __init__(self, requests: socket.socket, reports: socket.socket) -> None:
+        self.requests = requests
+        self.reports = reports
+        self.children: set[int] = set()
+        self.open = True
+        self.pid = os.getpid()
+
+    def serve(self) -> None:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the selector
+        for signum in reaper.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # we end when the server does
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.requests, selectors.EVENT_READ, self._on_request)
+            selector.register(wake_read, selectors.EVENT_READ, lambda: _drain(wake_read))
+            while self.open or self.children:
+                for key, _ in selector.select():
+                    key.data()
+                self._reap()
+                if not self.open and self.requests.fileno() >= 0:
+                    selector.unregister(self.requests)
+                    self.requests.close()
+
+    def _on_request(self) -> None:
+        received = self._receive()
+        if received is None:
+            self._close()
+            return
+        request, fds = received
+        try:
+            self._spawn(request, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _receive(self) -> tuple[Request, list[int]] | None:
+        header, fds = b"", []
+        while len(header) < HEADER:
+            data, passed, _, _ = socket.recv_fds(self.requests, HEADER - len(header), STREAMS)
+            fds += passed
+            if not data:
+                return None
+            header += data
+        body = _read_exactly(self.requests, int.from_bytes(header, "big"))
+        return (json.loads(body), fds) if body is not None else None
+
+    def _spawn(self, request: Request, fds: list[int]) -> None:
+        if len(fds) != STREAMS:
+            self._report(failed=request["id"], error=f"{len(fds)} descriptors, not {STREAMS}")
+            return
+        # blocked across the fork: a stop that comes before the reaper can take it waits
+        signal.pthread_sigmask(signal.SIG_BLOCK, reaper.STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            self._report(failed=request["id"], error=f"fork: {error}")
+            return
+        finally:
+            if os.getpid() == self.pid:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, reaper.STOP_SIGNALS)
+        if pid == 0:
+            _become_job(request, fds)
+        self.children.add(pid)
+        self._report(started=request["id"], pid=pid)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._report(exited=pid, status=os.waitstatus_to_exitcode(status))
+
+    def _close(self) -> None:
+        """The server is gone: stop every job still running, as a cancel would."""
+        self.open = False
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                continue
+
+    def _report(self, **fields: Any) -> None:
+        # should the server be gone, its successor finds the jobs in the database
+        with contextlib.suppress(OSError):
+            self.reports.sendall(json.dumps(fields).encode() + b"\n")
+
+
+def _become_job(request: Request, fds: list[int]) -> None:
+    """In the forked child: become the job's process, run it, and never return."""
+    status = NO_START
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(STREAMS, os.sysconf("SC_OPEN_MAX"))
+        os.setsid()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (request["nofile"], request["nofile"]))
+        os.setgroups(request["groups"])
+        os.setgid(request["gid"])
+        os.setuid(request["uid"])
+        os.chdir(request["cwd"])
+        os.environ.clear()  # posix_spawnp searches the PATH of this process: the user's
+        os.environ.update(request["env"])
+        status = reaper.reap(request["argv"], request["env"], request["grace"])
+    except BaseException as error:  # whatever it is, the job's stderr tells it
+        os.write(2, f"claude-batch-server: the job could not start: {error}\n".encode())
+    finally:
+        os._exit(status)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
+def main() -> None:
+    requests = socket.socket(fileno=int(sys.argv[1]))
+    reports = socket.socket(fileno=int(sys.argv[2]))
+    for sock in (requests, reports):
+        sock.setblocking(True)
+    Spawner(requests, reports).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The transcript recorder: every event stored, in order, and few transactions for many
+lines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.recorder import BACKLOG, TranscriptRecorder
+from claude_batch_server.jobs.transcript import Event
+from claude_batch_server.store import migrate
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job, JobEvent
+
+LINES = 3 * BACKLOG
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate.upgrade(database)
+    with database.session() as session:
+        session.add(
+            Job(id="j1", user="u", repository="r", prompt="p", run_prompt="p", status="running")
+        )
+    yield database
+    database.close()
+
+
+def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
+    database: Database,
+) -> None:
+    commits: list[int] = []
+    event.listen(database.engine, "commit", lambda _: commits.append(1))
+
+    def first(session: Session) -> None:
+        EventStore.append_in(session, "j1", [Event("server", "start")])
+
+    async def flood() -> None:
+        recorder = TranscriptRecorder(database, EventStore(database), Broker(), "j1", first)
+        for n in range(LINES):
+            await recorder.add(Event("assistant", str(n)), "session-1" if n > 10 else None)
+        await recorder.close()
+        assert recorder.started
+
+    asyncio.run(flood())
+
+    with database.read() as session:
+        rows = session.scalars(select(JobEvent).order_by(JobEvent.seq)).all()
+        job = session.get(Job, "j1")
+    assert [row.seq for row in rows] == list(range(1, LINES + 2))
+    assert [row.data for row in rows] == ["start", *map(str, range(LINES))]
+    assert job is not None and job.session_id == "session-1"
+    assert len(commits) < LINES / 10

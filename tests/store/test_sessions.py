@@ -1,0 +1,96 @@
+"""Read sessions beside writers, and work that waits for its transaction to commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from claude_batch_server.errors import Conflict
+from claude_batch_server.logs import Auditor
+from claude_batch_server.store import migrate
+from claude_batch_server.store.db import Database, after_commit
+from claude_batch_server.store.tables import AuditEvent, RevokedToken, utcnow
+
+QUICK = 1.0  # seconds; far below the busy timeout a blocked session would wait
+
+
+@pytest.fixture
+def database(database_url: str) -> Database:
+    database = Database(database_url)
+    migrate.upgrade(database)
+    return database
+
+
+def revoked(count: int) -> list[RevokedToken]:
+    return [RevokedToken(jti=f"t{n}", expires_at=utcnow()) for n in range(count)]
+
+
+def test_a_read_neither_waits_for_nor_blocks_a_writer(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate.upgrade(database)
+    with database.session() as session:
+        session.add_all(revoked(1))
+    writing, written = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with database.session() as session:
+            session.add_all(revoked(2)[1:])
+            session.flush()  # holds SQLite's write lock from here to the commit
+            writing.set()
+            assert written.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(10)
+        started = time.monotonic()
+        with database.read() as reading:
+            assert reading.scalar(select(func.count()).select_from(RevokedToken)) == 1
+            written.set()
+            thread.join(10)  # the writer commits while this read is open
+            assert not thread.is_alive()
+        assert time.monotonic() - started < QUICK
+    finally:
+        written.set()
+        thread.join()
+        database.close()
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(RevokedToken)) == 2
+
+
+def test_commit_hooks_run_only_after_a_commit(database: Database) -> None:
+    ran: list[str] = []
+    with database.session() as session:
+        after_commit(session, lambda: ran.append("committed"))
+        assert ran == []
+    with pytest.raises(RuntimeError), database.session() as session:
+        after_commit(session, lambda: ran.append("rolled back"))
+        raise RuntimeError
+    assert ran == ["committed"]
+    database.close()
+
+
+def test_an_audit_row_in_the_actions_transaction(database: Database) -> None:
+    counted: list[tuple[str, str]] = []
+    auditor = Auditor(database, lambda action, outcome: counted.append((action, outcome)))
+    with (
+        auditor.around(user="u", address="a", action="done", target="t") as audit,
+        database.session() as session,
+    ):
+        audit.record_in(session)
+    with (
+        pytest.raises(Conflict),
+        auditor.around(user="u", address="a", action="refused", target="t") as audit,
+        database.session() as session,
+    ):
+        audit.record_in(session)
+        raise Conflict("no")  # rolls the success row back
+    with database.read() as session:
+        rows = session.execute(select(AuditEvent.action, AuditEvent.outcome)).all()
+    assert sorted(rows) == [("done", "success"), ("refused", "conflict")]
+    assert counted == [("done", "success"), ("refused", "conflict")]
+    database.close()
