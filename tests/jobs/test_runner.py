@@ -129,8 +129,10 @@ def test_jobs_stop_when_the_server_goes_away(users: UserFactory) -> None:
     user = users.create()
 
     async def body(spawner: Spawner) -> None:
-        process = AgentProcess(spec(user, "setsid sleep 1000 & sleep 1000"), spawner)
+        script = "setsid sleep 1000 & echo ready; exec sleep 1000"
+        process = AgentProcess(spec(user, script), spawner)
         await process.start()
+        assert await anext(process.stdout()) == b"ready\n"
         await spawner.close()  # as the end of the server's connection does
         assert await asyncio.wait_for(process.wait(), 30) == 128 + signal.SIGINT
         assert not group_alive(process.pid)

@@ -12,6 +12,7 @@ import pytest
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, idmap, linux
+from claude_batch_server.workspaces.overlay import OverlayStrategy
 from tests.workspaces.conftest import combinations
 from tests.workspaces.helpers import GIT_IDENTITY, GitRepo, as_user, owners, tree_state
 
@@ -267,3 +268,25 @@ def test_each_user_gets_their_own_mapping_made_once(
         assert owners(workspace) == {(owner.uid, owner.gid)}, job
 
     assert len(made) == len(set(made)) <= 2  # at most once per user in a process
+
+
+@pytest.mark.parametrize(("filesystem", "strategy"), combinations("overlay"))
+@pytest.mark.parametrize("detached", [True, False])
+def test_overlay_with_the_idmapped_layer_detached_or_attached(
+    engine: WorkspaceEngine,
+    adopt: Adopt,
+    source: GitRepo,
+    account: Account,
+    detached: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # False is what a kernel that refuses a detached mount as a layer ends up using
+    monkeypatch.setattr(OverlayStrategy, "detached_layers", detached)
+    adopt(source)
+    workspace = engine.create_workspace("repo", source.commits[-1], "job1", account)
+    as_user(account, EDITS, workspace)
+
+    assert owners(workspace) == {(account.uid, account.gid)}
+    assert linux.mounts_beneath(workspace) == [workspace]  # the layer is attached nowhere
+    engine.remove_workspace("job1")
+    assert not workspace.exists()

@@ -17,12 +17,16 @@ from claude_batch_server.store.tables import Job, Repository
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_services(request: Request) -> Services:
+# Dependencies that do no blocking work are coroutines: FastAPI runs a plain function in
+# a worker thread, and that hand-off costs more than the work.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
@@ -42,7 +46,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
 
 
-def admin_user(user: CurrentUser) -> User:
+async def admin_user(user: CurrentUser) -> User:
     if not user.admin:
         raise Forbidden("this route is for members of ADMIN_GROUP")
     return user

@@ -9,10 +9,12 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from claude_batch_server.accounts import Account
@@ -97,15 +99,21 @@ class JobExecutor:
         except Exception as error:  # any failure of ours must still end the job
             log.exception("job run failed", job=job.id)
             outcome = Outcome(JobStatus.FAILED, None, f"server error: {error}")
-        # a run that ended before its process was recorded has no start in the transcript yet
-        first = None if result.recorded else _run_started(job, self._timeout(job))
-        await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
+            # a run that failed before its process was recorded has no start mark yet
+            first = None if result.recorded else _run_started(job, self._timeout(job))
+            await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
+            return outcome.status
+        self._ended(job.id, outcome, job.claimed_at)
         return outcome.status
 
     async def _run(self, job: Job, stop: StopRequest, result: RunResult) -> Outcome:
+        """The run, ended and recorded (the end in the transcript's last transaction)."""
         began = time.perf_counter()
+        timeout = self._timeout(job)
         prepared = await anyio.to_thread.run_sync(self._prepare, job)
         if isinstance(prepared, Outcome):
+            started = _run_started(job, timeout)
+            await anyio.to_thread.run_sync(self._finish, job.id, prepared, result, started)
             return prepared
         spec, commit = prepared
         spawned = time.perf_counter()
@@ -118,14 +126,28 @@ class JobExecutor:
             prepare_ms=round((spawned - began) * 1000, 1),
             spawn_ms=round((time.perf_counter() - spawned) * 1000, 1),
         )
-        timeout = self._timeout(job)
-        recorder = TranscriptRecorder(
-            self._database,
-            self._events,
-            self._broker,
-            job.id,
-            functools.partial(self._record_start, job, process, commit, timeout),
-        )
+        first = functools.partial(self._record_start, job.id, process, commit, timeout, job)
+        recorder = TranscriptRecorder(self._database, self._events, self._broker, job.id, first)
+        try:
+            ended = await self._follow(process, recorder, stop, timeout, result)
+            outcome = _outcome(ended, process.poll(), result, timeout)
+            await recorder.close(functools.partial(self._finish_in, job.id, outcome, result))
+        except Exception:
+            await recorder.close()
+            raise
+        finally:
+            result.recorded = recorder.started
+        return outcome
+
+    async def _follow(
+        self,
+        process: AgentProcess,
+        recorder: TranscriptRecorder,
+        stop: StopRequest,
+        timeout: float,
+        result: RunResult,
+    ) -> str:
+        """Records the process's output until it ended; returns how it ended."""
         readers = asyncio.gather(
             _pump(process.stdout(), recorder, lambda line: parse_stdout(line, result), result),
             _pump(process.stderr(), recorder, stderr_event, None, keep=result.stderr_tail),
@@ -134,13 +156,7 @@ class JobExecutor:
         await process.clear_group()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, PIPE_DRAIN)
-        try:
-            await recorder.close()
-        finally:
-            result.recorded = recorder.started
-        if ended == "stopped":
-            ended = stop.reason
-        return _outcome(ended, process.poll(), result, timeout)
+        return stop.reason if ended == "stopped" else ended
 
     def _prepare(self, job: Job) -> tuple[RunSpec, str | None] | Outcome:
         """Blocking: the workspace (made on the first run, restored on a resume), the command
@@ -205,37 +221,67 @@ class JobExecutor:
         return "stopped" if cancelled in done else "timeout"
 
     def _record_start(
-        self, job: Job, process: AgentProcess, commit: str | None, timeout: float, session: Session
+        self,
+        job_id: str,
+        process: AgentProcess,
+        commit: str | None,
+        timeout: float,
+        job: Job,
+        session: Session,
     ) -> None:
         """In the run's first transaction: the process (for a successor after a crash), the
         workspace's commit on a first run, the deadline, and the mark of the run's start."""
-        row = session.get(Job, job.id)
-        if row is None:
-            return  # deleted meanwhile: the dispatcher stops the run
-        row.pid, row.pid_start = process.pid, process.pid_start
-        row.deadline = utcnow() + timedelta(seconds=timeout)
-        row.commit = commit or row.commit
-        self._events.append_in(session, job.id, [_run_started(job, timeout)])
+        values: dict[str, Any] = {
+            "pid": process.pid,
+            "pid_start": process.pid_start,
+            "deadline": utcnow() + timedelta(seconds=timeout),
+        }
+        if commit is not None:
+            values["commit"] = commit
+        session.connection().execute(update(Job).where(Job.id == job_id).values(**values))
+        self._events.append_in(session, job_id, [_run_started(job, timeout)])
 
     def finish(
         self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None = None
     ) -> None:
         """Blocking: records how a run ended, in the job and in its transcript (after the
         `started` mark, if that was not written yet)."""
+        with self._database.read() as session:
+            claimed = session.scalar(select(Job.claimed_at).where(Job.id == job_id))
+        self._finish(job_id, outcome, result, started)
+        self._ended(job_id, outcome, claimed)
+
+    def _finish(
+        self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None
+    ) -> None:
+        with self._database.session() as session:
+            self._finish_in(job_id, outcome, result, session, started)
+
+    def _finish_in(
+        self,
+        job_id: str,
+        outcome: Outcome,
+        result: RunResult,
+        session: Session,
+        started: Event | None = None,
+    ) -> None:
         ended = server_event(
             "run.ended",
             status=outcome.status.value,
             exitCode=outcome.exit_code,
             error=outcome.error,
         )
-        with self._database.session() as session:
-            row = session.get(Job, job_id)
-            if row is None:
-                return  # deleted while it ran
-            claimed = row.claimed_at
-            apply_outcome(row, outcome, result)
+        changed = session.connection().scalar(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(**outcome_values(outcome, result))
+            .returning(Job.id)
+        )
+        if changed is not None:  # else deleted while it ran
             marks = [ended] if started is None else [started, ended]
             self._events.append_in(session, job_id, marks)  # one transaction with the status
+
+    def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:
         seconds = (utcnow() - claimed).total_seconds() if claimed else None
         self._metrics.job_ended(outcome.status.value, seconds)
         self._broker.publish(job_id)
@@ -260,20 +306,26 @@ def _run_started(job: Job, timeout: float) -> Event:
     return server_event("run.started", run=job.runs + 1, resume=job.runs > 0, timeout=timeout)
 
 
-def apply_outcome(row: Job, outcome: Outcome, result: RunResult) -> None:
-    row.status = outcome.status
-    row.exit_code = outcome.exit_code
-    row.error = outcome.error
-    row.output = result.output if result.output is not None else row.output
-    row.session_id = result.session_id or row.session_id
-    row.num_turns += result.num_turns
-    row.cost_usd += result.cost_usd
-    row.input_tokens += result.input_tokens
-    row.output_tokens += result.output_tokens
-    row.completed_at = utcnow()
-    row.runs += 1
-    row.cancel_requested = False
-    row.lease_owner = row.lease_expires = row.pid = row.pid_start = row.deadline = None
+def outcome_values(outcome: Outcome, result: RunResult) -> dict[str, Any]:
+    """The job's columns after a run: its end, and the run's figures added to the job's."""
+    values: dict[str, Any] = {
+        "status": outcome.status,
+        "exit_code": outcome.exit_code,
+        "error": outcome.error,
+        "num_turns": Job.num_turns + result.num_turns,
+        "cost_usd": Job.cost_usd + result.cost_usd,
+        "input_tokens": Job.input_tokens + result.input_tokens,
+        "output_tokens": Job.output_tokens + result.output_tokens,
+        "completed_at": utcnow(),
+        "runs": Job.runs + 1,
+        "cancel_requested": False,
+        **dict.fromkeys(("lease_owner", "lease_expires", "pid", "pid_start", "deadline")),
+    }
+    if result.output is not None:
+        values["output"] = result.output
+    if result.session_id:
+        values["session_id"] = result.session_id
+    return values
 
 
 def _outcome(ended: str, exit_code: int | None, result: RunResult, timeout: float) -> Outcome:

@@ -3,17 +3,19 @@ transaction as have queued up while the last one was written.
 
 A line that comes alone is stored at once, in a transaction of its own; lines that come
 faster than the database takes them share one, so a chatty agent costs few transactions.
-The Claude Code session id, once known, is stored with the events that revealed it, and
-what the run's first transaction must also hold (the process, the start mark) with the
-first events.
+The Claude Code session id, once known, is stored with the events that revealed it. The
+run's first transaction (its process, the start mark) waits up to FIRST_WAIT for the first
+lines to take along, and its last holds the run's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import anyio
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from claude_batch_server.jobs.events import Broker, EventStore
@@ -21,6 +23,7 @@ from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Job
 
+FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 
 
@@ -44,8 +47,8 @@ class TranscriptRecorder:
         self._wake = asyncio.Event()
         self._taken = asyncio.Event()
         self._closing = False
+        self._last: Callable[[Session], None] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"transcript-{job_id}")
-        self._wake.set()  # the first transaction is written at once, lines or not
 
     @property
     def started(self) -> bool:
@@ -60,31 +63,50 @@ class TranscriptRecorder:
             self._taken.clear()
             await self._taken.wait()  # the agent's output waits in its pipe meanwhile
 
-    async def close(self) -> None:
-        """Returns once everything added is stored."""
+    async def close(self, last: Callable[[Session], None] | None = None) -> None:
+        """Returns once everything added is stored, with `last` in the final transaction."""
+        self._last = last
         self._closing = True
         self._wake.set()
         await self._writer
 
     async def _write_loop(self) -> None:
-        while not (self._closing and not self._pending):
+        # the first transaction waits a moment for the first lines, to hold them too
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), FIRST_WAIT)
+        self._wake.set()
+        while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending or self._first is not None:
-                batch, self._pending = self._pending, []
-                self._taken.set()
-                session_id = self._session_id
-                if session_id == self._stored_session_id:
-                    session_id = None
-                await anyio.to_thread.run_sync(self._write, batch, session_id)
-                self._stored_session_id = session_id or self._stored_session_id
-                self._broker.publish(self._job_id)
+            while (self._pending or self._first is not None) and not self._closing:
+                await self._write_batch(None)
+            if self._closing:  # what is still pending goes with the last transaction
+                if self._pending or self._first is not None or self._last is not None:
+                    await self._write_batch(self._last)
+                return
 
-    def _write(self, events: list[Event], session_id: str | None) -> None:
+    async def _write_batch(self, last: Callable[[Session], None] | None) -> None:
+        batch, self._pending = self._pending, []
+        self._taken.set()
+        session_id = self._session_id
+        if session_id == self._stored_session_id:
+            session_id = None
+        await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+        self._stored_session_id = session_id or self._stored_session_id
+        self._broker.publish(self._job_id)
+
+    def _write(
+        self, events: list[Event], session_id: str | None, last: Callable[[Session], None] | None
+    ) -> None:
         with self._database.session() as session:
             if self._first is not None:
                 self._first(session)
-            self._events.append_in(session, self._job_id, events)
-            if session_id is not None and (row := session.get(Job, self._job_id)) is not None:
-                row.session_id = session_id
+            if events:
+                self._events.append_in(session, self._job_id, events)
+            if session_id is not None:
+                session.connection().execute(
+                    update(Job).where(Job.id == self._job_id).values(session_id=session_id)
+                )
+            if last is not None:
+                last(session)
         self._first = None

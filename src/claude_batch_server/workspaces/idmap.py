@@ -46,9 +46,11 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def bind_as_owner(source: Path, target: Path, uid: int, gid: int) -> None:
-    """Mount `source` read-only at `target`, where what root owns in it appears owned by
-    uid:gid (other owners appear as the overflow id, so `source` should be root's alone)."""
+@contextmanager
+def owned_tree(source: Path, uid: int, gid: int) -> Iterator[int]:
+    """A descriptor of a detached, read-only view of `source` in which what root owns
+    appears owned by uid:gid (other owners appear as the overflow id, so `source` should
+    be root's alone). Mount it with `attach`, or hand it to a mount as /proc/self/fd/N."""
     userns = _user_namespace(uid, gid)
     with _detached_tree(source) as tree:
         flags = _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
@@ -62,15 +64,20 @@ def bind_as_owner(source: Path, target: Path, uid: int, gid: int) -> None:
             ctypes.c_size_t(ctypes.sizeof(attr)),
         )
         check(result, "mount_setattr", source)
-        result = syscall(
-            _SYS_MOVE_MOUNT,
-            ctypes.c_int(tree),
-            b"",
-            ctypes.c_int(AT_FDCWD),
-            os.fsencode(target),
-            ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH),
-        )
-        check(result, "move_mount", target)
+        yield tree
+
+
+def attach(tree: int, target: Path) -> None:
+    """Mount the detached tree `tree` at `target`."""
+    result = syscall(
+        _SYS_MOVE_MOUNT,
+        ctypes.c_int(tree),
+        b"",
+        ctypes.c_int(AT_FDCWD),
+        os.fsencode(target),
+        ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH),
+    )
+    check(result, "move_mount", target)
 
 
 @contextmanager

@@ -23,8 +23,9 @@ cost that grows with the tree); later workspaces get a copy (a reflink where pos
 placed in their upper layer before the mount.
 
 The engine keeps the lower tree while a workspace uses it. The upper and work directories
-and the mount point of the idmapped lower live in the job's private state; the idmapped
-mount is detached again right after mounting, as overlayfs holds clones of its layers.
+live in the job's private state. The idmapped view of the tree is handed to overlayfs as a
+descriptor, never attached anywhere (where the kernel does not take that, it is attached
+in the job's state for the time of the mount: overlayfs holds clones of its layers).
 `redirect_dir=on` lets a directory of the lower layer be renamed (else rename(2) fails with
 EXDEV, which few programs handle). Mounted nosuid and nodev.
 """
@@ -47,6 +48,10 @@ _OPTION_SEPARATORS: Final = frozenset(",:\\")
 class OverlayStrategy:
     name = "overlay"
     keeps_source = True
+    # Whether the kernel takes a detached mount as a layer (as /proc/self/fd/N), so that
+    # the idmapped tree need not be attached and detached around every mount; None until
+    # the first mount has told.
+    detached_layers: bool | None = None
 
     def works(self, scratch: Path) -> bool:
         lower, state = scratch / "lower", scratch / "state"
@@ -62,7 +67,7 @@ class OverlayStrategy:
         return (state / "upper" / "file").stat().st_uid == _PROBE_ID
 
     def create(self, job: Job) -> None:
-        for layer in ("upper", "work", "lower"):
+        for layer in ("upper", "work"):
             (job.state / layer).mkdir(mode=0o700)
         # the top of the overlay takes owner and mode from the top of the upper layer
         os.chown(job.state / "upper", job.uid, job.gid)
@@ -81,21 +86,33 @@ class OverlayStrategy:
             self._mount(job)
 
     def _mount(self, job: Job) -> None:
-        lower = job.state / "lower"
-        options = ",".join(
-            [
-                f"lowerdir={_option_path(lower)}",
-                f"upperdir={_option_path(job.state / 'upper')}",
-                f"workdir={_option_path(job.state / 'work')}",
-                "redirect_dir=on",
-            ]
-        )
-        idmap.bind_as_owner(job.source, lower, job.uid, job.gid)
-        try:
-            flags = linux.MS_NOSUID | linux.MS_NODEV
-            linux.mount("overlay", job.target, "overlay", flags, options)
-        finally:
-            linux.unmount(lower)
+        layers = [
+            f"upperdir={_option_path(job.state / 'upper')}",
+            f"workdir={_option_path(job.state / 'work')}",
+            "redirect_dir=on",
+        ]
+        flags = linux.MS_NOSUID | linux.MS_NODEV
+        with idmap.owned_tree(job.source, job.uid, job.gid) as tree:
+            if OverlayStrategy.detached_layers is not False:
+                try:
+                    options = ",".join([f"lowerdir=/proc/self/fd/{tree}", *layers])
+                    linux.mount("overlay", job.target, "overlay", flags, options)
+                except OSError:
+                    if OverlayStrategy.detached_layers:
+                        raise
+                    OverlayStrategy.detached_layers = False
+                else:
+                    OverlayStrategy.detached_layers = True
+                    return
+            # an older kernel: the layer must be attached somewhere, for the mount's time
+            lower = job.state / "lower"
+            lower.mkdir(mode=0o700, exist_ok=True)
+            idmap.attach(tree, lower)
+            try:
+                options = ",".join([f"lowerdir={_option_path(lower)}", *layers])
+                linux.mount("overlay", job.target, "overlay", flags, options)
+            finally:
+                linux.unmount(lower)
 
 
 def _place_index(job: Job, saved: Path) -> None:
