@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, select
 
 from claude_batch_server.errors import Unauthenticated
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import RevokedToken, utcnow
+from claude_batch_server.store.tables import REVOKED_TOKENS, RevokedToken, utcnow
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti"]
+# Core, built once: the check runs on every request
+_REVOKED = select(REVOKED_TOKENS.c.jti).where(REVOKED_TOKENS.c.jti == bindparam("jti"))
 
 
 @dataclass(frozen=True)
@@ -64,5 +66,5 @@ class TokenService:
                 session.add(RevokedToken(jti=claims.jti, expires_at=claims.expires))
 
     def _revoked(self, jti: str) -> bool:
-        with self._database.read() as session:
-            return session.get(RevokedToken, jti) is not None
+        with self._database.read_connection() as connection:
+            return connection.scalar(_REVOKED, {"jti": jti}) is not None

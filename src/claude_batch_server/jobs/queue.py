@@ -1,9 +1,10 @@
 """The durable queue: claims under the concurrency limits, leases, and what a dead
 dispatcher left behind.
 
-A claim is one transaction that counts the running jobs and takes the next queued one,
-serialised between processes (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock,
-then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold even for an instant.
+A claim is one transaction that counts the running jobs and takes the next queued one in
+one `UPDATE … RETURNING`, serialised between processes (SQLite: `BEGIN IMMEDIATE`;
+PostgreSQL: an advisory lock, then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold
+even for an instant. It runs for every job, so it goes through Core, not the ORM.
 Fairness: the next job belongs to the user with the fewest running jobs and, among those,
 the one served longest ago (round robin); within one user, first in, first out.
 A claimed job carries a lease that its dispatcher's heartbeat renews; when the lease
@@ -18,12 +19,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Job, utcnow
+from claude_batch_server.store.tables import JOBS, Job, UTCDateTime, detached, utcnow
 
 CLAIM_LOCK = 7_351_421  # names the PostgreSQL advisory lock that serialises claims
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -57,6 +57,49 @@ class Limits:
     per_user: int  # 0: no limit beyond `total`
 
 
+# Statements built once, for they run for every job: on SQLite, building one costs more
+# than running it.
+_QUEUE_STATE = (
+    select(JOBS.c.user, JOBS.c.status, func.count(), func.min(JOBS.c.queued_at))
+    .where(JOBS.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    .group_by(JOBS.c.user, JOBS.c.status)
+)
+_LAST_SERVED = (
+    select(JOBS.c.user, func.max(JOBS.c.claimed_at))
+    .where(JOBS.c.user.in_(bindparam("users", expanding=True)))
+    .group_by(JOBS.c.user)
+)
+_AHEAD = (  # of a queued job, for its position
+    select(func.count())
+    .select_from(JOBS)
+    .where(
+        JOBS.c.status == JobStatus.QUEUED,
+        JOBS.c.queued_at < bindparam("queued_at", type_=UTCDateTime),
+    )
+)
+_QUEUED = JOBS.alias("queued")  # the same table, not correlated with the updated one
+_TAKE_FIRST = (  # the first queued job of a user (that no one else holds) becomes ours
+    update(JOBS)
+    .where(
+        JOBS.c.id
+        == select(_QUEUED.c.id)
+        .where(_QUEUED.c.status == JobStatus.QUEUED, _QUEUED.c.user == bindparam("who"))
+        .order_by(_QUEUED.c.queued_at, _QUEUED.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_expires=bindparam("expires", type_=UTCDateTime),
+        started_at=func.coalesce(JOBS.c.started_at, bindparam("now", type_=UTCDateTime)),
+        claimed_at=bindparam("now", type_=UTCDateTime),
+    )
+    .returning(*JOBS.c)
+)
+
+
 class JobQueue:
     def __init__(self, database: Database, limits: Limits, owner: str, lease: timedelta) -> None:
         self._database = database
@@ -66,33 +109,24 @@ class JobQueue:
 
     def claim(self) -> Job | None:
         """The next job to run, now `running` and leased to us; None when none may start."""
-        with self._database.session() as session:
+        with self._database.connection() as connection:
             if not self._database.is_sqlite:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
-            running, waiting = _queue_state(session)
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            running, waiting = _queue_state(connection)
             if sum(running.values()) >= self.limits.total:
                 return None
-            user = self._next_user(session, running, waiting)
+            user = self._next_user(connection, running, waiting)
             if user is None:
                 return None
-            job = session.scalars(
-                select(Job)
-                .where(Job.status == JobStatus.QUEUED, Job.user == user)
-                .order_by(Job.queued_at, Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if job is None:
-                return None
             now = utcnow()
-            job.status = JobStatus.RUNNING
-            job.lease_owner, job.lease_expires = self.owner, now + self.lease
-            job.started_at = job.started_at or now
-            job.claimed_at = now
-            return job
+            row = connection.execute(
+                _TAKE_FIRST,
+                {"who": user, "owner": self.owner, "now": now, "expires": now + self.lease},
+            ).first()
+        return None if row is None else detached(Job, row)
 
     def _next_user(
-        self, session: Session, running: dict[str, int], waiting: dict[str, datetime | None]
+        self, connection: Connection, running: dict[str, int], waiting: dict[str, datetime | None]
     ) -> str | None:
         per_user = self.limits.per_user
         eligible = [u for u in waiting if not per_user or running.get(u, 0) < per_user]
@@ -102,12 +136,8 @@ class JobQueue:
         tied = [u for u in eligible if running.get(u, 0) == fewest]
         if len(tied) == 1:
             return tied[0]  # no round robin to settle: spare the query over their history
-        served = dict(
-            session.execute(
-                select(Job.user, func.max(Job.claimed_at))
-                .where(Job.user.in_(tied))
-                .group_by(Job.user)
-            ).all()
+        served: dict[str, datetime | None] = dict(
+            connection.execute(_LAST_SERVED, {"users": tied}).tuples().all()
         )
         return min(tied, key=lambda u: (served.get(u) or NEVER, waiting[u] or NEVER, u))
 
@@ -157,30 +187,22 @@ class JobQueue:
         """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""
         if job.status != JobStatus.QUEUED:
             return None  # without a transaction
-        with self._database.read() as session:
-            return position_in(session, job)
+        with self._database.read_connection() as connection:
+            return position_in(connection, job)
 
 
-def position_in(session: Session, job: Job) -> int | None:
-    """`JobQueue.position`, read in `session`."""
+def position_in(connection: Connection, job: Job) -> int | None:
+    """`JobQueue.position`, read in the transaction of `connection`."""
     if job.status != JobStatus.QUEUED or job.queued_at is None:
         return None
-    ahead = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.status == JobStatus.QUEUED, Job.queued_at < job.queued_at)
-    )
+    ahead = connection.scalar(_AHEAD, {"queued_at": job.queued_at})
     return (ahead or 0) + 1
 
 
-def _queue_state(session: Session) -> tuple[dict[str, int], dict[str, datetime | None]]:
+def _queue_state(connection: Connection) -> tuple[dict[str, int], dict[str, datetime | None]]:
     """In one query: the running jobs per user, and when each waiting user's first job was
     queued."""
-    rows = session.execute(
-        select(Job.user, Job.status, func.count(), func.min(Job.queued_at))
-        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .group_by(Job.user, Job.status)
-    ).all()
+    rows = connection.execute(_QUEUE_STATE).all()
     running = {user: count for user, status, count, _ in rows if status == JobStatus.RUNNING}
     waiting = {user: first for user, status, _, first in rows if status == JobStatus.QUEUED}
     return running, waiting

@@ -90,8 +90,17 @@ class Reaper:
                 return self.status if self.status is not None else 1
             if pid == self.child:
                 self.status = os.waitstatus_to_exitcode(wait_status)
-                signal_all(signal.SIGTERM)
-                self._deadline()
+                if _has_children():  # the common case is none, and /proc is not read
+                    signal_all(signal.SIGTERM)
+                    self._deadline()
+
+
+def _has_children() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)  # an orphan that ended meanwhile is reaped in passing
+    except ChildProcessError:
+        return False
+    return True
 
 
 def reap(argv: list[str], env: dict[str, str], grace: float) -> int:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -26,11 +26,27 @@ from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
 from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Job, JobEvent, utcnow
+from claude_batch_server.store.tables import JOBS, Job, JobEvent, UTCDateTime, detached, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 DELETE_WAIT = 30.0  # seconds a DELETE waits for a job running elsewhere to stop
 FOLLOW_POLL = 1.0
+
+
+# Built once, for they run on every request naming a job, and on every start or resume.
+_FIND = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
+_ENQUEUE = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status.in_(bindparam("states", expanding=True)))
+    .values(
+        status=JobStatus.QUEUED,
+        queued_at=bindparam("now", type_=UTCDateTime),
+        run_prompt=bindparam("new_prompt"),
+        cancel_requested=False,
+        error=None,
+    )
+    .returning(*JOBS.c)
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +86,7 @@ class JobService:
 
     def visible(self, user: User, job_id: str) -> Job:
         """The job if `user` may see it; 404 otherwise, whether or not it exists."""
-        with self._database.read() as session:
-            job = session.get(Job, job_id) if len(job_id) <= 32 else None
+        job = self._find(job_id) if len(job_id) <= 32 else None
         if job is None or not (user.admin or job.user == user.name):
             raise NotFound(f"job {job_id!r} not found")
         return job
@@ -149,29 +164,21 @@ class JobService:
         audit: Audit | None,
     ) -> tuple[Job, int | None]:
         """One transaction: the move to `queued`, its audit row, and the queue position."""
-        states = {allowed} if isinstance(allowed, JobStatus) else set(allowed)
-        moved = (
-            update(Job)
-            .where(Job.id == job.id, Job.status.in_(states))
-            .values(
-                status=JobStatus.QUEUED,
-                queued_at=utcnow(),
-                run_prompt=prompt,
-                cancel_requested=False,
-                error=None,
-            )
-            .returning(Job)
-        )
+        states = [allowed] if isinstance(allowed, JobStatus) else list(allowed)
+        values = {"job_id": job.id, "states": states, "now": utcnow(), "new_prompt": prompt}
         with self._database.session() as session:
-            row = session.scalars(moved).first()
+            # Core: the ORM's bulk update would also sync its identity map, here empty
+            connection = session.connection()
+            row = connection.execute(_ENQUEUE, values).first()
             if row is None:
-                status = session.scalar(select(Job.status).where(Job.id == job.id))
+                status = connection.scalar(select(JOBS.c.status).where(JOBS.c.id == job.id))
                 raise Conflict(f"job {job.id} is {status or 'gone'}")
             if audit is not None:
                 audit.record_in(session)
-            position = position_in(session, row)
+            queued = detached(Job, row)
+            position = position_in(connection, queued)
         self._dispatcher.wake()
-        return row, position
+        return queued, position
 
     async def cancel(self, job: Job) -> Job:
         """Queued or created: cancelled at once. Running: stopped, and cancelled once its
@@ -318,11 +325,16 @@ class JobService:
         return len(ids)
 
     def _get(self, job_id: str) -> Job:
-        with self._database.read() as session:
-            job = session.get(Job, job_id)
+        job = self._find(job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} not found")
         return job
+
+    def _find(self, job_id: str) -> Job | None:
+        """By Core: read on every request that names a job, it needs no identity map."""
+        with self._database.read_connection() as connection:
+            row = connection.execute(_FIND, {"job_id": job_id}).first()
+        return None if row is None else detached(Job, row)
 
     def _status(self, job_id: str) -> str:
         with self._database.read() as session:

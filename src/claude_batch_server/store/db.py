@@ -76,9 +76,8 @@ class Database:
         self.engine = engine_for(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "after_commit", _run_commit_hooks)
-        self._reads = sessionmaker(
-            self.engine.execution_options(**{READS_ONLY: True}), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(**{READS_ONLY: True})
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
         # SQLite: this process's writers queue here, where a release wakes the next one at
         # once; SQLite's busy handler would poll in sleeps of up to 100 ms. Reentrant, so a
         # thread that nests sessions meets SQLite's busy timeout, as without it.
@@ -100,6 +99,20 @@ class Database:
         neither waits for writers nor makes them wait. Never write in it."""
         with self._reads() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """`session` without the ORM, for the hot paths where its bookkeeping costs more
+        than the statements: one transaction, committed on success, rolled back on any
+        error; no `after_commit` hooks."""
+        with self._writer_turn(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """`read` without the ORM. Never write in it."""
+        with self._read_engine.begin() as connection:
+            yield connection
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

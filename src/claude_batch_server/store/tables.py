@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -15,11 +15,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
 
 
 def utcnow() -> datetime:
@@ -47,6 +48,17 @@ class Base(DeclarativeBase):
     pass
 
 
+Model = TypeVar("Model", bound=Base)
+
+
+def detached(model: type[Model], row: Row[Any]) -> Model:
+    """The `model` object of a row read through Core, as a closed session would have left
+    it (detached, nothing pending): the hot paths skip the ORM yet hand out models."""
+    instance = model(**row._mapping)
+    make_transient_to_detached(instance)
+    return instance
+
+
 class RevokedToken(Base):
     """A logged-out token's id, kept until the token would have expired anyway."""
 
@@ -54,6 +66,9 @@ class RevokedToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+REVOKED_TOKENS: Table = Base.metadata.tables[RevokedToken.__tablename__]  # for Core statements
 
 
 class LoginThrottle(Base):
@@ -145,6 +160,9 @@ class Job(Base):
     pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     workspace_removed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+JOBS: Table = Base.metadata.tables[Job.__tablename__]  # for Core statements
 
 
 class JobEvent(Base):
