@@ -7,8 +7,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, event, select
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.recorder import BACKLOG, TranscriptRecorder
@@ -38,8 +37,8 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
     commits: list[int] = []
     event.listen(database.engine, "commit", lambda _: commits.append(1))
 
-    def first(session: Session) -> None:
-        EventStore.append_in(session, "j1", [Event("server", "start")])
+    def first(connection: Connection) -> None:
+        EventStore.append_in(connection, "j1", [Event("server", "start")])
 
     async def flood() -> None:
         recorder = TranscriptRecorder(database, EventStore(database), Broker(), "j1", first)

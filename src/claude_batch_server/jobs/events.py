@@ -10,30 +10,26 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JobEvent
+from claude_batch_server.store.tables import JOB_EVENTS, JobEvent
+
+# built once: constructing a statement costs more than running it
+_LAST_SEQ = select(func.max(JOB_EVENTS.c.seq)).where(JOB_EVENTS.c.job_id == bindparam("job_id"))
+_INSERT = insert(JOB_EVENTS)
 
 
 class EventStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def append(self, job_id: str, events: Sequence[Event]) -> int:
-        """Stores `events` in order after the job's last one; returns the last sequence number."""
-        with self._database.session() as session:
-            return self.append_in(session, job_id, events)
-
     @staticmethod
-    def append_in(session: Session, job_id: str, events: Sequence[Event]) -> int:
-        # Core statements on the session's connection: the same transaction, without the
-        # ORM's bookkeeping, which a running job would pay for every few lines
-        connection = session.connection()
-        last = connection.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id))
-        seq = last or 0
+    def append_in(connection: Connection, job_id: str, events: Sequence[Event]) -> int:
+        """Stores `events` in order after the job's last one, in the transaction of
+        `connection`; returns the last sequence number."""
+        seq = connection.scalar(_LAST_SEQ, {"job_id": job_id}) or 0
         if events:  # one INSERT for the batch
             rows = [
                 {
@@ -45,7 +41,7 @@ class EventStore:
                 }
                 for n, event in enumerate(events, 1)
             ]
-            connection.execute(insert(JobEvent), rows)
+            connection.execute(_INSERT, rows)
         return seq + len(events)
 
     def after(self, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:

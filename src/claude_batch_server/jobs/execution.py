@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import BindParameter, Connection, bindparam, func, select, update
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.files.safe import write_beneath
@@ -35,7 +34,7 @@ from claude_batch_server.jobs.transcript import (
 from claude_batch_server.logs import log
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Job, Repository, utcnow
+from claude_batch_server.store.tables import JOBS, Job, Repository, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 IMAGE_DIR = ".claude-batch/images"
@@ -227,42 +226,42 @@ class JobExecutor:
         commit: str | None,
         timeout: float,
         job: Job,
-        session: Session,
+        connection: Connection,
     ) -> None:
         """In the run's first transaction: the process (for a successor after a crash), the
         workspace's commit on a first run, the deadline, and the mark of the run's start."""
-        values: dict[str, Any] = {
-            "pid": process.pid,
-            "pid_start": process.pid_start,
-            "deadline": utcnow() + timedelta(seconds=timeout),
+        params = {
+            "job_id": job_id,
+            "new_pid": process.pid,
+            "new_pid_start": process.pid_start,
+            "new_deadline": utcnow() + timedelta(seconds=timeout),
+            "new_commit": commit,
         }
-        if commit is not None:
-            values["commit"] = commit
-        session.connection().execute(update(Job).where(Job.id == job_id).values(**values))
-        self._events.append_in(session, job_id, [_run_started(job, timeout)])
+        connection.execute(_RECORD_START, params)
+        self._events.append_in(connection, job_id, [_run_started(job, timeout)])
 
     def finish(
         self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None = None
     ) -> None:
         """Blocking: records how a run ended, in the job and in its transcript (after the
         `started` mark, if that was not written yet)."""
-        with self._database.read() as session:
-            claimed = session.scalar(select(Job.claimed_at).where(Job.id == job_id))
+        with self._database.read_connection() as connection:
+            claimed = connection.scalar(_CLAIMED_AT, {"job_id": job_id})
         self._finish(job_id, outcome, result, started)
         self._ended(job_id, outcome, claimed)
 
     def _finish(
         self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None
     ) -> None:
-        with self._database.session() as session:
-            self._finish_in(job_id, outcome, result, session, started)
+        with self._database.connection() as connection:
+            self._finish_in(job_id, outcome, result, connection, started)
 
     def _finish_in(
         self,
         job_id: str,
         outcome: Outcome,
         result: RunResult,
-        session: Session,
+        connection: Connection,
         started: Event | None = None,
     ) -> None:
         ended = server_event(
@@ -271,15 +270,10 @@ class JobExecutor:
             exitCode=outcome.exit_code,
             error=outcome.error,
         )
-        changed = session.connection().scalar(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(**outcome_values(outcome, result))
-            .returning(Job.id)
-        )
+        changed = connection.scalar(_FINISH, _finish_params(job_id, outcome, result))
         if changed is not None:  # else deleted while it ran
             marks = [ended] if started is None else [started, ended]
-            self._events.append_in(session, job_id, marks)  # one transaction with the status
+            self._events.append_in(connection, job_id, marks)  # one transaction with the status
 
     def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:
         seconds = (utcnow() - claimed).total_seconds() if claimed else None
@@ -306,26 +300,64 @@ def _run_started(job: Job, timeout: float) -> Event:
     return server_event("run.started", run=job.runs + 1, resume=job.runs > 0, timeout=timeout)
 
 
-def outcome_values(outcome: Outcome, result: RunResult) -> dict[str, Any]:
-    """The job's columns after a run: its end, and the run's figures added to the job's."""
-    values: dict[str, Any] = {
-        "status": outcome.status,
-        "exit_code": outcome.exit_code,
-        "error": outcome.error,
-        "num_turns": Job.num_turns + result.num_turns,
-        "cost_usd": Job.cost_usd + result.cost_usd,
-        "input_tokens": Job.input_tokens + result.input_tokens,
-        "output_tokens": Job.output_tokens + result.output_tokens,
-        "completed_at": utcnow(),
-        "runs": Job.runs + 1,
-        "cancel_requested": False,
-        **dict.fromkeys(("lease_owner", "lease_expires", "pid", "pid_start", "deadline")),
+def _finish_params(job_id: str, outcome: Outcome, result: RunResult) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "new_status": outcome.status.value,
+        "new_exit_code": outcome.exit_code,
+        "new_error": outcome.error,
+        "new_output": result.output,
+        "new_session_id": result.session_id or None,
+        "turns": result.num_turns,
+        "cost": result.cost_usd,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "now": utcnow(),
     }
-    if result.output is not None:
-        values["output"] = result.output
-    if result.session_id:
-        values["session_id"] = result.session_id
-    return values
+
+
+def _param(name: str, column: str) -> BindParameter[Any]:
+    return bindparam(name, type_=JOBS.c[column].type)
+
+
+# Built once: constructing a statement costs more than running it. A run's figures add up
+# over its job's runs; output and session id stay as they were when a run reports none.
+_THIS_JOB = JOBS.c.id == bindparam("job_id")
+_CLAIMED_AT = select(JOBS.c.claimed_at).where(_THIS_JOB)
+_RECORD_START = (
+    update(JOBS)
+    .where(_THIS_JOB)
+    .values(
+        pid=_param("new_pid", "pid"),
+        pid_start=_param("new_pid_start", "pid_start"),
+        deadline=_param("new_deadline", "deadline"),
+        commit=func.coalesce(_param("new_commit", "commit"), JOBS.c.commit),
+    )
+)
+_FINISH = (
+    update(JOBS)
+    .where(_THIS_JOB)
+    .values(
+        status=_param("new_status", "status"),
+        exit_code=_param("new_exit_code", "exit_code"),
+        error=_param("new_error", "error"),
+        output=func.coalesce(_param("new_output", "output"), JOBS.c.output),
+        session_id=func.coalesce(_param("new_session_id", "session_id"), JOBS.c.session_id),
+        num_turns=JOBS.c.num_turns + _param("turns", "num_turns"),
+        cost_usd=JOBS.c.cost_usd + _param("cost", "cost_usd"),
+        input_tokens=JOBS.c.input_tokens + _param("input_tokens", "input_tokens"),
+        output_tokens=JOBS.c.output_tokens + _param("output_tokens", "output_tokens"),
+        completed_at=_param("now", "completed_at"),
+        runs=JOBS.c.runs + 1,
+        cancel_requested=False,
+        lease_owner=None,
+        lease_expires=None,
+        pid=None,
+        pid_start=None,
+        deadline=None,
+    )
+    .returning(JOBS.c.id)
+)
 
 
 def _outcome(ended: str, exit_code: int | None, result: RunResult, timeout: float) -> Outcome:

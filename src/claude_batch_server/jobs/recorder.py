@@ -15,16 +15,18 @@ import contextlib
 from collections.abc import Callable
 
 import anyio
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, update
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Job
+from claude_batch_server.store.tables import JOBS
 
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
+_SESSION_ID = (  # built once: constructing a statement costs more than running it
+    update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(session_id=bindparam("sid"))
+)
 
 
 class TranscriptRecorder:
@@ -34,10 +36,10 @@ class TranscriptRecorder:
         events: EventStore,
         broker: Broker,
         job_id: str,
-        first: Callable[[Session], None],
+        first: Callable[[Connection], None],
     ) -> None:
         self._database = database
-        self._first: Callable[[Session], None] | None = first
+        self._first: Callable[[Connection], None] | None = first
         self._events = events
         self._broker = broker
         self._job_id = job_id
@@ -47,7 +49,7 @@ class TranscriptRecorder:
         self._wake = asyncio.Event()
         self._taken = asyncio.Event()
         self._closing = False
-        self._last: Callable[[Session], None] | None = None
+        self._last: Callable[[Connection], None] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"transcript-{job_id}")
 
     @property
@@ -63,7 +65,7 @@ class TranscriptRecorder:
             self._taken.clear()
             await self._taken.wait()  # the agent's output waits in its pipe meanwhile
 
-    async def close(self, last: Callable[[Session], None] | None = None) -> None:
+    async def close(self, last: Callable[[Connection], None] | None = None) -> None:
         """Returns once everything added is stored, with `last` in the final transaction."""
         self._last = last
         self._closing = True
@@ -85,7 +87,7 @@ class TranscriptRecorder:
                     await self._write_batch(self._last)
                 return
 
-    async def _write_batch(self, last: Callable[[Session], None] | None) -> None:
+    async def _write_batch(self, last: Callable[[Connection], None] | None) -> None:
         batch, self._pending = self._pending, []
         self._taken.set()
         session_id = self._session_id
@@ -96,17 +98,15 @@ class TranscriptRecorder:
         self._broker.publish(self._job_id)
 
     def _write(
-        self, events: list[Event], session_id: str | None, last: Callable[[Session], None] | None
+        self, events: list[Event], session_id: str | None, last: Callable[[Connection], None] | None
     ) -> None:
-        with self._database.session() as session:
+        with self._database.connection() as connection:
             if self._first is not None:
-                self._first(session)
+                self._first(connection)
             if events:
-                self._events.append_in(session, self._job_id, events)
+                self._events.append_in(connection, self._job_id, events)
             if session_id is not None:
-                session.connection().execute(
-                    update(Job).where(Job.id == self._job_id).values(session_id=session_id)
-                )
+                connection.execute(_SESSION_ID, {"job_id": self._job_id, "sid": session_id})
             if last is not None:
-                last(session)
+                last(connection)
         self._first = None

@@ -177,3 +177,6 @@ class JobEvent(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[str] = mapped_column(Text)
+
+
+JOB_EVENTS: Table = Base.metadata.tables[JobEvent.__tablename__]  # for Core statements
