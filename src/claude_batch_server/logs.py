@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_batch_server.errors import ServiceError
 from claude_batch_server.settings import LogFormat
 from claude_batch_server.store.db import Database, after_commit
-from claude_batch_server.store.tables import AuditEvent
+from claude_batch_server.store.tables import AUDIT_EVENTS, AuditEvent, utcnow
 
 log = structlog.get_logger("claude_batch_server")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -99,6 +99,9 @@ def _incoming_id(scope: Scope) -> str | None:
     return None
 
 
+_INSERT = insert(AUDIT_EVENTS)  # built once: building costs more than running
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     time: datetime
@@ -117,20 +120,21 @@ class Audit:
         self.user, self.address, self.action, self.target = user, address, action, target
         self.recorded = False  # the success row has committed
 
-    def row(self, outcome: str) -> AuditEvent:
-        return AuditEvent(
-            user=self.user,
-            address=self.address,
-            action=self.action,
-            target=self.target,
-            outcome=outcome,
-        )
+    def row(self, outcome: str) -> dict[str, object]:
+        return {
+            "time": utcnow(),
+            "user": self.user,
+            "address": self.address,
+            "action": self.action,
+            "target": self.target,
+            "outcome": outcome,
+        }
 
-    def record_in(self, session: Session) -> None:
-        """Adds the success row to `session`, the action's last transaction: it is written
+    def record_in(self, unit: Session | Connection) -> None:
+        """Writes the success row in `unit`, the action's last transaction: it is written
         if, and only if, the action's change is."""
-        session.add(self.row("success"))
-        after_commit(session, self._committed)
+        unit.execute(_INSERT, self.row("success"))
+        after_commit(unit, self._committed)
 
     def _committed(self) -> None:
         self.recorded = True
@@ -147,8 +151,8 @@ class Auditor:
         self._write(Audit(user, address, action, target), outcome)
 
     def _write(self, audit: Audit, outcome: str) -> None:
-        with self._database.session() as session:
-            session.add(audit.row(outcome))
+        with self._database.connection() as connection:
+            connection.execute(_INSERT, audit.row(outcome))
         self._announce(audit, outcome)
 
     def _announce(self, audit: Audit, outcome: str) -> None:

@@ -62,14 +62,18 @@ def test_a_read_neither_waits_for_nor_blocks_a_writer(tmp_path: Path) -> None:
         assert session.scalar(select(func.count()).select_from(RevokedToken)) == 2
 
 
-def test_commit_hooks_run_only_after_a_commit(database: Database) -> None:
+@pytest.mark.parametrize("unit", ["session", "connection"])
+def test_commit_hooks_run_only_after_a_commit(database: Database, unit: str) -> None:
     ran: list[str] = []
-    with database.session() as session:
-        after_commit(session, lambda: ran.append("committed"))
+    begin = getattr(database, unit)
+    with begin() as transaction:
+        after_commit(transaction, lambda: ran.append("committed"))
         assert ran == []
-    with pytest.raises(RuntimeError), database.session() as session:
-        after_commit(session, lambda: ran.append("rolled back"))
+    with pytest.raises(RuntimeError), begin() as transaction:
+        after_commit(transaction, lambda: ran.append("rolled back"))
         raise RuntimeError
+    with begin() as transaction:  # a pooled connection carries no hook of an earlier one
+        pass
     assert ran == ["committed"]
     database.close()
 

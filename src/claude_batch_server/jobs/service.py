@@ -166,15 +166,13 @@ class JobService:
         """One transaction: the move to `queued`, its audit row, and the queue position."""
         states = [allowed] if isinstance(allowed, JobStatus) else list(allowed)
         values = {"job_id": job.id, "states": states, "now": utcnow(), "new_prompt": prompt}
-        with self._database.session() as session:
-            # Core: the ORM's bulk update would also sync its identity map, here empty
-            connection = session.connection()
+        with self._database.connection() as connection:
             row = connection.execute(_ENQUEUE, values).first()
             if row is None:
                 status = connection.scalar(select(JOBS.c.status).where(JOBS.c.id == job.id))
                 raise Conflict(f"job {job.id} is {status or 'gone'}")
             if audit is not None:
-                audit.record_in(session)
+                audit.record_in(connection)
             queued = detached(Job, row)
             position = position_in(connection, queued)
         self._dispatcher.wake()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READS_ONLY = "cbs_reads_only"  # execution option of the read sessions' connections
-_COMMIT_HOOKS = "cbs_after_commit"  # key in Session.info
+_COMMIT_HOOKS = "cbs_after_commit"  # key in Session.info and Connection.info
 
 
 def engine_for(url: str) -> Engine:
@@ -58,9 +58,10 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
 
-def after_commit(session: Session, hook: Callable[[], None]) -> None:
-    """Runs `hook` once the transaction of `session` has committed; never if it rolls back."""
-    session.info.setdefault(_COMMIT_HOOKS, []).append(hook)
+def after_commit(unit: Session | Connection, hook: Callable[[], None]) -> None:
+    """Runs `hook` once the transaction of `unit` (a `Database.session` or `connection`)
+    has committed; never if it rolls back."""
+    unit.info.setdefault(_COMMIT_HOOKS, []).append(hook)
 
 
 def _run_commit_hooks(session: Session) -> None:
@@ -104,9 +105,15 @@ class Database:
     def connection(self) -> Iterator[Connection]:
         """`session` without the ORM, for the hot paths where its bookkeeping costs more
         than the statements: one transaction, committed on success, rolled back on any
-        error; no `after_commit` hooks."""
-        with self._writer_turn(), self.engine.begin() as connection:
-            yield connection
+        error."""
+        with self._writer_turn():
+            with self.engine.begin() as connection:
+                try:
+                    yield connection
+                finally:  # taken off whatever happens: the pooled connection lives on
+                    hooks = connection.info.pop(_COMMIT_HOOKS, [])
+            for hook in hooks:  # committed
+                hook()
 
     @contextmanager
     def read_connection(self) -> Iterator[Connection]:

@@ -98,6 +98,9 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(32))
 
 
+AUDIT_EVENTS: Table = Base.metadata.tables[AuditEvent.__tablename__]  # for Core statements
+
+
 class Repository(Base):
     """A registered git repository; its clone lives in DATA_DIR/repos/<name>."""
 
