@@ -177,11 +177,10 @@ class JobExecutor:
         return RunSpec(argv, command.environment(account), path, account, stdin), commit
 
     def _create_workspace(self, job: Job, account: Account) -> tuple[Path, str]:
-        with self._database.read() as session:
-            repo = session.get(Repository, job.repository)
-            if repo is None or repo.commit is None:
-                raise RuntimeError(f"repository {job.repository!r} is not ready")
-            commit = repo.commit
+        with self._database.read_connection() as connection:
+            commit = connection.scalar(_REPOSITORY_COMMIT, {"name": job.repository})
+        if commit is None:
+            raise RuntimeError(f"repository {job.repository!r} is not ready")
         started = time.perf_counter()
         path = self._workspaces.create_workspace(job.repository, commit, job.id, account)
         self._metrics.workspace_seconds.labels(self._workspaces.strategy_name).observe(
@@ -193,7 +192,7 @@ class JobExecutor:
             write_beneath(path, f"{IMAGE_DIR}/{name}", data, owner)
         if job.images:
             write_beneath(path, ".git/info/exclude", b"\n/.claude-batch/\n", owner, append=True)
-        return path, self._workspaces.workspace_commit(job.id) or commit
+        return path, commit  # the engine makes it at this commit or not at all
 
     def _image(self, job_id: str, name: str) -> command.Image:
         data = self._images.read(job_id, name)
@@ -324,6 +323,7 @@ def _param(name: str, column: str) -> BindParameter[Any]:
 # over its job's runs; output and session id stay as they were when a run reports none.
 _THIS_JOB = JOBS.c.id == bindparam("job_id")
 _CLAIMED_AT = select(JOBS.c.claimed_at).where(_THIS_JOB)
+_REPOSITORY_COMMIT = select(Repository.commit).where(Repository.name == bindparam("name"))
 _RECORD_START = (
     update(JOBS)
     .where(_THIS_JOB)

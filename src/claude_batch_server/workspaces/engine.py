@@ -118,10 +118,6 @@ class WorkspaceEngine:
     def workspace_path(self, job_id: str) -> Path:
         return self._layout.workspace(job_id)
 
-    def workspace_commit(self, job_id: str) -> str | None:
-        record = self._layout.read_record(job_id)
-        return None if record is None else record.commit
-
     def restore_workspace(self, job_id: str) -> None:
         """Make the job's workspace usable after a restart (remount an overlay)."""
         record = self._layout.read_record(job_id)
