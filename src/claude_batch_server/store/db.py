@@ -77,7 +77,11 @@ class Database:
         self.engine = engine_for(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "after_commit", _run_commit_hooks)
-        self._read_engine = self.engine.execution_options(**{READS_ONLY: True})
+        # PostgreSQL reads run in autocommit: no BEGIN and COMMIT round trips around them
+        reads: dict[str, Any] = {READS_ONLY: True}
+        if not self.is_sqlite:
+            reads["isolation_level"] = "AUTOCOMMIT"
+        self._read_engine = self.engine.execution_options(**reads)
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
         # SQLite: this process's writers queue here, where a release wakes the next one at
         # once; SQLite's busy handler would poll in sleeps of up to 100 ms. Reentrant, so a
@@ -97,7 +101,8 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A unit of work that only reads: on SQLite it does not take the write lock, so it
-        neither waits for writers nor makes them wait. Never write in it."""
+        neither waits for writers nor makes them wait; on PostgreSQL each statement sees
+        what was committed when it ran. Never write in it."""
         with self._reads() as session, session.begin():
             yield session
 
