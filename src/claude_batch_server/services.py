@@ -129,6 +129,7 @@ def _job_engine(
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
         spawner,
         metrics,
+        queue.owner,
     )
     dispatcher = Dispatcher(queue, executor)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)

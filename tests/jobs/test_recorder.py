@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, event, select
+from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.recorder import BACKLOG, TranscriptRecorder
@@ -41,7 +42,9 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
         EventStore.append_in(connection, "j1", [Event("server", "start")])
 
     async def flood() -> None:
-        recorder = TranscriptRecorder(database, EventStore(database), Broker(), "j1", first)
+        recorder = TranscriptRecorder(
+            database, EventStore(database), Broker(), "j1", first, lambda: None
+        )
         for n in range(LINES):
             await recorder.add(Event("assistant", str(n)), "session-1" if n > 10 else None)
         await recorder.close()
@@ -56,3 +59,25 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
     assert [row.data for row in rows] == ["start", *map(str, range(LINES))]
     assert job is not None and job.session_id == "session-1"
     assert len(commits) < LINES / 10
+
+
+def test_a_transcript_that_cannot_be_written_stops_the_run(database: Database) -> None:
+    stopped: list[str] = []
+
+    async def orphan() -> None:
+        recorder = TranscriptRecorder(
+            database,
+            EventStore(database),
+            Broker(),
+            "no-such-job",  # its events break the foreign key
+            lambda _: None,
+            lambda: stopped.append("stop"),
+        )
+        await recorder.add(Event("assistant", "lost"))
+        with pytest.raises(IntegrityError):
+            await recorder.close()
+        await recorder.add(Event("assistant", "dropped"))  # neither waits nor piles up
+        assert not recorder.started
+
+    asyncio.run(orphan())
+    assert stopped == ["stop"]

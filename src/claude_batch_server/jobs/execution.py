@@ -78,6 +78,7 @@ class JobExecutor:
         max_run: timedelta,
         spawner: Spawner,
         metrics: Metrics,
+        owner: str,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -89,6 +90,7 @@ class JobExecutor:
         self._max_run = max_run
         self._spawner = spawner
         self._metrics = metrics
+        self._owner = owner  # the lease owner that this process's runs are claimed under
 
     async def run(self, job: Job, stop: StopRequest) -> JobStatus:
         """Runs the job's pending run to its end and records it; returns the final status."""
@@ -126,7 +128,14 @@ class JobExecutor:
             spawn_ms=round((time.perf_counter() - spawned) * 1000, 1),
         )
         first = functools.partial(self._record_start, job.id, process, commit, timeout, job)
-        recorder = TranscriptRecorder(self._database, self._events, self._broker, job.id, first)
+        recorder = TranscriptRecorder(
+            self._database,
+            self._events,
+            self._broker,
+            job.id,
+            first,
+            functools.partial(stop.set, "transcript"),
+        )
         try:
             ended = await self._follow(process, recorder, stop, timeout, result)
             outcome = _outcome(ended, process.poll(), result, timeout)
@@ -269,8 +278,9 @@ class JobExecutor:
             exitCode=outcome.exit_code,
             error=outcome.error,
         )
-        changed = connection.scalar(_FINISH, _finish_params(job_id, outcome, result))
-        if changed is not None:  # else deleted while it ran
+        params = _finish_params(job_id, outcome, result) | {"owner": self._owner}
+        changed = connection.scalar(_FINISH, params)
+        if changed is not None:  # else deleted while it ran, or no longer ours
             marks = [ended] if started is None else [started, ended]
             self._events.append_in(connection, job_id, marks)  # one transaction with the status
 
@@ -334,9 +344,13 @@ _RECORD_START = (
         commit=func.coalesce(_param("new_commit", "commit"), JOBS.c.commit),
     )
 )
-_FINISH = (
+_FINISH = (  # only a run of ours: after a takeover, the job is the new owner's to end
     update(JOBS)
-    .where(_THIS_JOB)
+    .where(
+        _THIS_JOB,
+        JOBS.c.status == JobStatus.RUNNING,
+        JOBS.c.lease_owner == bindparam("owner"),
+    )
     .values(
         status=_param("new_status", "status"),
         exit_code=_param("new_exit_code", "exit_code"),

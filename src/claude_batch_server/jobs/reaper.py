@@ -20,6 +20,7 @@ import ctypes
 import os
 import signal
 
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # blocked when we start
 # Python ignores these for itself, and an ignored signal stays ignored across exec
@@ -105,6 +106,10 @@ def _has_children() -> bool:
 
 def reap(argv: list[str], env: dict[str, str], grace: float) -> int:
     """Runs `argv` as a subreaper until its whole tree is gone; returns its exit code."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    # a fork of the root spawner: whatever of it is left in memory stays out of the user's
+    # reach (ptrace, /proc/PID/mem) whatever fs.suid_dumpable says; exec resets this
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     status = Reaper(grace).run(argv, env)
     return 128 - status if status < 0 else status

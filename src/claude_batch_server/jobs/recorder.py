@@ -37,8 +37,10 @@ class TranscriptRecorder:
         broker: Broker,
         job_id: str,
         first: Callable[[Connection], None],
+        on_failure: Callable[[], None],
     ) -> None:
         self._database = database
+        self._on_failure = on_failure
         self._first: Callable[[Connection], None] | None = first
         self._events = events
         self._broker = broker
@@ -58,6 +60,8 @@ class TranscriptRecorder:
         return self._first is None
 
     async def add(self, event: Event, session_id: str | None = None) -> None:
+        if self._writer.done():  # it failed, and the run is being stopped: hold nothing
+            return
         self._pending.append(event)
         self._session_id = session_id or self._session_id
         self._wake.set()
@@ -73,6 +77,13 @@ class TranscriptRecorder:
         await self._writer
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_all()
+        except Exception:
+            self._on_failure()  # a run whose transcript cannot be kept is stopped
+            raise
+
+    async def _write_all(self) -> None:
         # the first transaction waits a moment for the first lines, to hold them too
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), FIRST_WAIT)

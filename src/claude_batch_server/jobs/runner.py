@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -57,40 +57,70 @@ class SpawnError(RuntimeError):
 
 
 class Spawner:
-    """The server's end of the spawner process: requests go out with the job's pipes,
-    reports of started and exited processes come back and resolve futures."""
+    """The server's end of the spawner: started with the server, and again should it die."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._requests: socket.socket | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._reports: asyncio.StreamWriter | None = None
+        self._link: _SpawnerLink | None = None
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self._link is None or not self._link.alive:
+                self._link = await _SpawnerLink.open()
+
+    async def spawn(self, spec: RunSpec, fds: list[int]) -> tuple[int, asyncio.Future[int]]:
+        """Starts `spec` with stdin, stdout, stderr = `fds`; returns its pid and the future
+        of its exit code."""
+        await self.start()  # a no-op unless the spawner died
+        assert self._link is not None
+        return await self._link.spawn(spec, fds)
+
+    async def close(self) -> None:
+        """Ends the spawner: it stops whatever still runs and exits."""
+        if self._link is not None:
+            await self._link.close()
+
+
+class _SpawnerLink:
+    """One spawner process: requests go out with the job's pipes, reports of started and
+    exited processes come back and resolve futures."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        requests: socket.socket,
+        reader: asyncio.StreamReader,
+        reports: asyncio.StreamWriter,
+    ) -> None:
+        self._process = process
+        self._requests = requests
+        self._reports = reports  # kept: collecting it would close the connection
         self._ids = itertools.count(1)
         self._starting: dict[int, asyncio.Future[tuple[int, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._send_lock = threading.Lock()
+        self._reader = asyncio.create_task(self._read_reports(reader), name="spawner")
 
-    async def start(self) -> None:
+    @classmethod
+    async def open(cls) -> _SpawnerLink:
         requests, theirs_requests = socket.socketpair()
         reports, theirs_reports = socket.socketpair()
         passed = (theirs_requests.fileno(), theirs_reports.fileno())
         with theirs_requests, theirs_reports:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-I", "-m", spawner.__name__, *map(str, passed)],
                 pass_fds=passed,
                 stdin=subprocess.DEVNULL,
                 env={"PATH": os.defpath},  # none of the server's settings or secrets
             )
-        self._requests = requests
-        # the writer is kept: collecting it would close the connection
-        reader, self._reports = await asyncio.open_unix_connection(sock=reports, limit=READ_LIMIT)
-        self._reader = asyncio.create_task(self._read_reports(reader), name="spawner")
+        reader, writer = await asyncio.open_unix_connection(sock=reports, limit=READ_LIMIT)
+        return cls(process, requests, reader, writer)
+
+    @property
+    def alive(self) -> bool:
+        return not self._reader.done()
 
     async def spawn(self, spec: RunSpec, fds: list[int]) -> tuple[int, asyncio.Future[int]]:
-        """Starts `spec` with stdin, stdout, stderr = `fds`; returns its pid and the future
-        of its exit code."""
-        if self._reader is None or self._reader.done():
-            await self.start()  # never started, or died: a new one for this job
         request_id = next(self._ids)
         started: asyncio.Future[tuple[int, asyncio.Future[int]]]
         started = asyncio.get_running_loop().create_future()
@@ -103,24 +133,30 @@ class Spawner:
             self._starting.pop(request_id, None)
 
     def _send(self, request: bytes, fds: list[int]) -> None:
-        assert self._requests is not None
         with self._send_lock:
             sent = socket.send_fds(self._requests, [request[: spawner.HEADER]], fds)
             self._requests.sendall(request[sent:])
 
     async def _read_reports(self, reader: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
-        while line := await reader.readline():
-            report = json.loads(line)
-            if "started" in report:
-                pid, exited = report["pid"], loop.create_future()
-                self._exits[pid] = exited
-                _resolve(self._starting.get(report["started"]), (pid, exited))
-            elif "exited" in report:
-                _resolve(self._exits.pop(report["exited"], None), report["status"])
-            elif (started := self._starting.get(report["failed"])) and not started.done():
-                started.set_exception(SpawnError(report["error"]))
-        self._lost()
+        try:
+            while line := await reader.readline():
+                self._take(json.loads(line))
+        finally:
+            self._lost()
+
+    def _take(self, report: dict[str, Any]) -> None:
+        if "started" in report:
+            pid, exited = report["pid"], asyncio.get_running_loop().create_future()
+            self._exits[pid] = exited
+            started = self._starting.get(report["started"])
+            if started is None or started.done():  # its job gave up waiting: nobody runs it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            _resolve(started, (pid, exited))
+        elif "exited" in report:
+            _resolve(self._exits.pop(report["exited"], None), report["status"])
+        elif (started := self._starting.get(report["failed"])) and not started.done():
+            started.set_exception(SpawnError(report["error"]))
 
     def _lost(self) -> None:
         """The spawner died: what it ran can no longer be waited for, so it is killed."""
@@ -135,15 +171,11 @@ class Spawner:
         self._exits.clear()
 
     async def close(self) -> None:
-        """Ends the spawner: it stops whatever still runs and exits."""
-        if self._requests is not None:
-            self._requests.close()
-        if self._process is not None:
-            await anyio.to_thread.run_sync(_wait_or_kill, self._process, SPAWNER_EXIT)
-        if self._reader is not None:
+        self._requests.close()
+        await anyio.to_thread.run_sync(_wait_or_kill, self._process, SPAWNER_EXIT)
+        with contextlib.suppress(Exception):  # a failed reader has ended its jobs already
             await self._reader
-        if self._reports is not None:
-            self._reports.close()
+        self._reports.close()
 
 
 def _request(request_id: int, spec: RunSpec) -> spawner.Request:
@@ -226,17 +258,25 @@ class AgentProcess:
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM to the reaper, SIGKILL to the group after `grace`; returns when all ended."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
+        if self.poll() is None:  # not reaped yet, so the pid is still the reaper's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait(), grace)
         await self.clear_group()
 
     async def clear_group(self) -> None:
-        """Kills whatever is still in the process group, and waits until it is empty."""
-        _signal_group(self.pid, signal.SIGKILL)
+        """Kills whatever is still in the process group, and waits until it is empty.
+
+        A reaper that exited by itself leaves nothing (it waits for its whole tree), and its
+        pid may then belong to someone else: the group is signalled only while the reaper
+        runs, or when it was killed and may have left members, which keep the id taken."""
+        code = self.poll()
+        if code is None or code < 0:
+            _signal_group(self.pid, signal.SIGKILL)
         await self.wait()
-        while group_alive(self.pid):
+        deadline = time.monotonic() + STOP_GRACE
+        while group_alive(self.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         if self._feeding is not None:
             self._feeding.cancel()  # its reader is gone: what it still holds is dropped

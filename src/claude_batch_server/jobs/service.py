@@ -37,7 +37,11 @@ FOLLOW_POLL = 1.0
 _FIND = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 _ENQUEUE = (
     update(JOBS)
-    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status.in_(bindparam("states", expanding=True)))
+    .where(
+        JOBS.c.id == bindparam("job_id"),
+        JOBS.c.status.in_(bindparam("states", expanding=True)),
+        JOBS.c.workspace_removed.is_(False),  # a resume may race the retention sweep
+    )
     .values(
         status=JobStatus.QUEUED,
         queued_at=bindparam("now", type_=UTCDateTime),

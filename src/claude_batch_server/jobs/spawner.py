@@ -158,6 +158,7 @@ def _become_job(request: Request, fds: list[int]) -> None:
         os.setsid()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (request["nofile"], request["nofile"]))
+        os.umask(0o022)  # the usual, not whatever the server was started with
         os.setgroups(request["groups"])
         os.setgid(request["gid"])
         os.setuid(request["uid"])

@@ -32,6 +32,7 @@ EXDEV, which few programs handle). Mounted nosuid and nodev.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -97,8 +98,9 @@ class OverlayStrategy:
                 try:
                     options = ",".join([f"lowerdir=/proc/self/fd/{tree}", *layers])
                     linux.mount("overlay", job.target, "overlay", flags, options)
-                except OSError:
-                    if OverlayStrategy.detached_layers:
+                except OSError as error:
+                    # EINVAL: a kernel that takes no detached mount as a layer
+                    if OverlayStrategy.detached_layers or error.errno != errno.EINVAL:
                         raise
                     OverlayStrategy.detached_layers = False
                 else:
