@@ -31,8 +31,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._tick_loop(), name="dispatch-tick"),
@@ -40,7 +42,10 @@ class Dispatcher:
         self.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Claims at once what may start; callable from any thread (the routes run in
+        worker threads, and an asyncio.Event set there would wake nobody)."""
+        if self._loop is not None:  # else not started yet, and start() wakes itself
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def stop_job(self, job_id: str, reason: str = "cancelled") -> bool:
         """Asks a run of this process to stop; False when it does not run here."""
