@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from claude_batch_server.errors import Conflict
 from claude_batch_server.logs import Auditor
-from claude_batch_server.store import migrate
+from claude_batch_server.store import db, migrate
 from claude_batch_server.store.db import Database, after_commit
 from claude_batch_server.store.tables import AuditEvent, RevokedToken, utcnow
+from tests.support.postgres import PostgresCluster
 
 QUICK = 1.0  # seconds; far below the busy timeout a blocked session would wait
 
@@ -98,3 +100,29 @@ def test_an_audit_row_in_the_actions_transaction(database: Database) -> None:
     assert sorted(rows) == [("done", "success"), ("refused", "conflict")]
     assert counted == [("done", "success"), ("refused", "conflict")]
     database.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_idle_for_a_while_is_checked_before_use(
+    postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(postgres.create_database())
+    try:
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)  # every connection counts as idle
+        assert _select_one(database) == 1
+        postgres.cut_connections(database.url)
+        assert _select_one(database) == 1  # the dead one was found and replaced
+
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 3600.0)  # none counts as idle
+        postgres.cut_connections(database.url)
+        with pytest.raises(OperationalError):  # the price of not asking: one failure...
+            _select_one(database)
+        assert _select_one(database) == 1  # ...after which the pool starts afresh
+    finally:
+        database.close()
+
+
+def _select_one(database: Database) -> int | None:
+    with database.read_connection() as connection:
+        value: int | None = connection.scalar(text("SELECT 1"))
+        return value

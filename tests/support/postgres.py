@@ -62,6 +62,14 @@ class PostgresCluster:
         self._as_postgres(str(PG_BIN / "createdb"), "-h", str(self.socket_dir), name)
         return f"postgresql://{PG_USER}@/{name}?host={self.socket_dir}"
 
+    def cut_connections(self, url: str) -> None:
+        """Ends every connection to the database of `url`, as a server restart would."""
+        name = make_url(url).database  # one of ours: t_ and hex digits
+        query = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"  # noqa: S608
+        self._as_postgres(
+            str(PG_BIN / "psql"), "-h", str(self.socket_dir), "-d", "postgres", "-c", query
+        )
+
     def drop_database(self, url: str) -> None:
         """Drops the database under a running server's feet (its connections are cut)."""
         name = make_url(url).database

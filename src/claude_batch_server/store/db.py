@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READS_ONLY = "cbs_reads_only"  # execution option of the read sessions' connections
 _COMMIT_HOOKS = "cbs_after_commit"  # key in Session.info and Connection.info
+_CHECKED_IN = "cbs_checked_in"  # key in a pooled connection's info: when it came back
+PING_AFTER_IDLE = 1.0  # seconds
 
 
 def engine_for(url: str) -> Engine:
@@ -24,7 +30,29 @@ def engine_for(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed.database)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(parsed, pool_size=10, max_overflow=20)
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    return engine
+
+
+def _note_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _ping_if_idle(
+    dialect: Dialect, dbapi_connection: Any, record: ConnectionPoolEntry, _: Any
+) -> None:
+    """SQLAlchemy's pre-ping, but only for a connection that sat idle for a while: a busy
+    server checks connections out all the time, and a round trip each costs more than the
+    statements of a short read. Should the database restart meanwhile, the one statement
+    that meets a dead connection fails, and the pool drops all it holds."""
+    if time.monotonic() - record.info.get(_CHECKED_IN, 0.0) < PING_AFTER_IDLE:
+        return
+    try:
+        dialect.do_ping(dbapi_connection)
+    except Exception as error:  # the driver's own errors: gone, or broken
+        raise DisconnectionError(str(error)) from error
 
 
 def _sqlite_engine(database: str | None) -> Engine:
