@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,12 +71,27 @@ def _sqlite_engine(database: str | None) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    # the wait first: switching to WAL takes a lock that another starting process may hold
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """WAL is kept in the database file, so only the first connection switches it. The switch
+    takes an exclusive lock, and SQLite answers a contended one at once, without its busy
+    handler: several processes starting together retry, for as long as the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        with contextlib.suppress(sqlite3.OperationalError):  # "database is locked"
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("could not switch the database to WAL mode")
+        time.sleep(0.01)
 
 
 def _sqlite_begin(connection: Connection) -> None:
