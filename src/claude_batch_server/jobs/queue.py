@@ -59,6 +59,7 @@ class Limits:
 
 # Statements built once, for they run for every job: on SQLite, building one costs more
 # than running it.
+_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=CLAIM_LOCK)
 _QUEUE_STATE = (
     select(JOBS.c.user, JOBS.c.status, func.count(), func.min(JOBS.c.queued_at))
     .where(JOBS.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
@@ -111,7 +112,7 @@ class JobQueue:
         """The next job to run, now `running` and leased to us; None when none may start."""
         with self._database.connection() as connection:
             if not self._database.is_sqlite:
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+                connection.execute(_CLAIM_LOCK)
             running, waiting = _queue_state(connection)
             if sum(running.values()) >= self.limits.total:
                 return None
