@@ -5,11 +5,18 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 SECONDS_PER_DAY = 86400
+SYSTEM_FILES = (Path("/etc/passwd"), Path("/etc/group"), Path("/etc/shadow"))
+RECENT_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -140,3 +147,48 @@ def _day(field: str) -> int | None:
         return int(field)
     except ValueError:
         return None
+
+
+class Recent(Generic[T]):
+    """`read(name)`, remembered while none of `files` changed, and for `seconds` at most.
+
+    Every request checks its caller's account (a lock or an expiry since the token was
+    issued refuses it); reading passwd, group and shadow each time costs more than the rest
+    of the check. A change to the files (useradd, usermod -L, chage, passwd) is seen at
+    once; facts from other sources of the name service (LDAP, say) within `seconds`."""
+
+    def __init__(
+        self, read: Callable[[str], T], files: Iterable[Path], seconds: float = RECENT_SECONDS
+    ) -> None:
+        self._read = read
+        self._files = tuple(dict.fromkeys(files))
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._entries: dict[str, T] = {}
+        self._signature: tuple[tuple[int, int, int] | None, ...] = ()
+        self._since = 0.0
+
+    def __call__(self, name: str) -> T:
+        signature, now = self._signature_now(), time.monotonic()
+        with self._lock:
+            if signature != self._signature or now - self._since >= self._seconds:
+                self._entries.clear()
+                self._signature, self._since = signature, now
+            elif name in self._entries:
+                return self._entries[name]
+        value = self._read(name)
+        with self._lock:
+            if self._signature == signature:  # else the files changed meanwhile: do not keep
+                self._entries[name] = value
+        return value
+
+    def _signature_now(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return tuple(_file_signature(path) for path in self._files)
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from claude_batch_server import accounts
 from claude_batch_server.auth.base import Authenticator
@@ -66,6 +67,11 @@ def authenticator_for(settings: Settings) -> Authenticator:
     return PamAuthenticator(settings.SHADOW_FILE)
 
 
+def _account_files(settings: Settings) -> list[Path]:
+    """The files whose change may change an account's facts."""
+    return [*accounts.SYSTEM_FILES, settings.PASSWD_FILE, settings.SHADOW_FILE]
+
+
 def build_services(settings: Settings, database: Database) -> Services:
     metrics = Metrics(database)
     auditor = Auditor(database, metrics.audited_event)
@@ -83,6 +89,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         auditor,
         admin_group=settings.ADMIN_GROUP,
         allow_hash_login=settings.ALLOW_HASH_LOGIN,
+        account_files=_account_files(settings),
     )
     health = HealthService(database, settings.DATA_DIR, settings.CLAUDE_COMMAND)
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
@@ -124,7 +131,7 @@ def _job_engine(
         images,
         events,
         broker,
-        accounts.lookup,
+        accounts.Recent(accounts.lookup, _account_files(settings)),
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
         spawner,

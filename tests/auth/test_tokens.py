@@ -87,6 +87,7 @@ def test_token_of_a_locked_or_deleted_account_is_refused(
     server = server_factory()
     locked_token = server.login(locked.name, locked.password)
     deleted_token = server.login(deleted.name, deleted.password)
+    assert me(server, locked_token) == me(server, deleted_token) == 200  # their facts are known
     users.lock(locked.name)
     users.delete(deleted.name)
     assert me(server, locked_token) == 401

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, event, select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.jobs.events import Broker, EventStore
@@ -35,19 +35,23 @@ def database(database_url: str) -> Iterator[Database]:
 def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
     database: Database,
 ) -> None:
+    with database.connection() as connection:  # an earlier run's transcript
+        EventStore.append_in(connection, "j1", [Event("server", "before"), Event("x", "y")])
     commits: list[int] = []
     event.listen(database.engine, "commit", lambda _: commits.append(1))
 
-    def first(connection: Connection) -> None:
-        EventStore.append_in(connection, "j1", [Event("server", "start")])
-
     async def flood() -> None:
         recorder = TranscriptRecorder(
-            database, EventStore(database), Broker(), "j1", first, lambda: None
+            database,
+            EventStore(database),
+            Broker(),
+            "j1",
+            lambda _: [Event("server", "start")],
+            lambda: None,
         )
         for n in range(LINES):
             await recorder.add(Event("assistant", str(n)), "session-1" if n > 10 else None)
-        await recorder.close()
+        await recorder.close(lambda _: [Event("server", "end")])
         assert recorder.started
 
     asyncio.run(flood())
@@ -55,8 +59,9 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
     with database.read() as session:
         rows = session.scalars(select(JobEvent).order_by(JobEvent.seq)).all()
         job = session.get(Job, "j1")
-    assert [row.seq for row in rows] == list(range(1, LINES + 2))
-    assert [row.data for row in rows] == ["start", *map(str, range(LINES))]
+    assert [row.seq for row in rows] == list(range(1, LINES + 5))
+    lines = list(map(str, range(LINES)))
+    assert [row.data for row in rows] == ["before", "y", "start", *lines, "end"]
     assert job is not None and job.session_id == "session-1"
     assert len(commits) < LINES / 10
 
@@ -70,7 +75,7 @@ def test_a_transcript_that_cannot_be_written_stops_the_run(database: Database) -
             EventStore(database),
             Broker(),
             "no-such-job",  # its events break the foreign key
-            lambda _: None,
+            lambda _: (),
             lambda: stopped.append("stop"),
         )
         await recorder.add(Event("assistant", "lost"))

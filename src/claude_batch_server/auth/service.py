@@ -8,11 +8,13 @@ password, so neither the body nor the timing tells them apart.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 
-from claude_batch_server.accounts import Account
+from claude_batch_server.accounts import Account, Recent, ShadowEntry
 from claude_batch_server.auth.base import Authenticator
 from claude_batch_server.auth.policy import LoginPolicy, is_stored_hash
 from claude_batch_server.auth.throttle import Throttle
@@ -48,8 +50,11 @@ class AuthService:
         *,
         admin_group: str,
         allow_hash_login: bool,
+        account_files: Iterable[Path],
     ) -> None:
         self.authenticator = authenticator
+        # a login reads the account afresh; a request's check may use what is recent
+        self._recent_facts = Recent(self._facts, account_files)
         self._policy = policy
         self._throttle = throttle
         self._tokens = tokens
@@ -93,10 +98,13 @@ class AuthService:
     def authenticate(self, token: str) -> User:
         """Blocking: the user a bearer token stands for, as long as they may still log in."""
         claims = self._tokens.verify(token)
-        account = self.authenticator.account(claims.sub)
-        if self._policy.refusal(account, self.authenticator.shadow(claims.sub)) or not account:
+        account, shadow = self._recent_facts(claims.sub)
+        if self._policy.refusal(account, shadow) or not account:
             raise Unauthenticated("account no longer allowed")
         return User(account, self.is_admin(account), claims)
+
+    def _facts(self, username: str) -> tuple[Account | None, ShadowEntry | None]:
+        return self.authenticator.account(username), self.authenticator.shadow(username)
 
     def is_admin(self, account: Account) -> bool:
         return bool(self._admin_group) and self._admin_group in account.groups

@@ -14,12 +14,11 @@ import contextlib
 import anyio
 
 from claude_batch_server.jobs.execution import SERVER_GONE, JobExecutor, Outcome, StopRequest
-from claude_batch_server.jobs.queue import JobQueue
+from claude_batch_server.jobs.queue import Claim, JobQueue
 from claude_batch_server.jobs.runner import kill_leftover
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import RunResult
 from claude_batch_server.logs import log
-from claude_batch_server.store.tables import Job
 
 TICK = 2.0
 
@@ -32,6 +31,7 @@ class Dispatcher:
         self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -40,6 +40,18 @@ class Dispatcher:
             asyncio.create_task(self._tick_loop(), name="dispatch-tick"),
         ]
         self.wake()
+
+    def accepts(self) -> bool:
+        """Whether a job claimed now would start at once; callable from any thread."""
+        return self._loop is not None and not self._closing and self._has_slot()
+
+    def hand_over(self, claim: Claim) -> None:
+        """Runs a job that was claimed outside the dispatch loop (by a start that found a
+        free slot, in its own transaction); callable from any thread."""
+        assert self._loop is not None, "claims are handed over only when accepted"
+        self._loop.call_soon_threadsafe(self._launch, claim)
+        if claim.more:
+            self.wake()
 
     def wake(self) -> None:
         """Claims at once what may start; callable from any thread (the routes run in
@@ -63,6 +75,7 @@ class Dispatcher:
 
     async def shutdown(self, reason: str) -> None:
         """Stops the loops, then every run of this process (their jobs end `failed`)."""
+        self._closing = True
         for loop in self._loops:
             loop.cancel()
         for job_id in list(self._running):
@@ -75,28 +88,30 @@ class Dispatcher:
             await self._wake.wait()
             self._wake.clear()
             try:
-                while self._has_slot() and (job := await self._claim()):
-                    self._launch(job)
+                while self._has_slot() and (claim := await self._claim()):
+                    self._launch(claim)
+                    if not claim.more:
+                        break
             except Exception:  # the database may be away for a moment: the next tick retries
                 log.exception("claiming a job failed")
 
-    async def _claim(self) -> Job | None:
+    async def _claim(self) -> Claim | None:
         return await anyio.to_thread.run_sync(self._queue.claim)
 
     def _has_slot(self) -> bool:
         """False when our own runs fill every slot: no claim could succeed, so none is tried."""
         return len(self._running) < self._queue.limits.total
 
-    def _launch(self, job: Job) -> None:
+    def _launch(self, claim: Claim) -> None:
         stop = StopRequest()
-        task = asyncio.create_task(self._run(job, stop), name=f"job-{job.id}")
-        self._running[job.id] = (task, stop)
+        task = asyncio.create_task(self._run(claim, stop), name=f"job-{claim.job.id}")
+        self._running[claim.job.id] = (task, stop)
 
-    async def _run(self, job: Job, stop: StopRequest) -> JobStatus:
+    async def _run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         try:
-            return await self._executor.run(job, stop)
+            return await self._executor.run(claim, stop)
         finally:
-            self._running.pop(job.id, None)
+            self._running.pop(claim.job.id, None)
             self.wake()
 
     async def _tick_loop(self) -> None:

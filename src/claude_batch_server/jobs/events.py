@@ -26,10 +26,13 @@ class EventStore:
         self._database = database
 
     @staticmethod
-    def append_in(connection: Connection, job_id: str, events: Sequence[Event]) -> int:
+    def append_in(
+        connection: Connection, job_id: str, events: Sequence[Event], after: int | None = None
+    ) -> int:
         """Stores `events` in order after the job's last one, in the transaction of
-        `connection`; returns the last sequence number."""
-        seq = connection.scalar(_LAST_SEQ, {"job_id": job_id}) or 0
+        `connection`; returns the last sequence number. `after`: that last one's number,
+        for a writer that knows it (the run's own recorder), or None to look it up."""
+        seq = after if after is not None else connection.scalar(_LAST_SEQ, {"job_id": job_id}) or 0
         if events:  # one INSERT for the batch
             rows = [
                 {

@@ -21,6 +21,7 @@ from claude_batch_server.files.safe import write_beneath
 from claude_batch_server.jobs import command
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import ImageStore, media_type
+from claude_batch_server.jobs.queue import Claim
 from claude_batch_server.jobs.recorder import TranscriptRecorder
 from claude_batch_server.jobs.runner import AgentProcess, RunSpec, Spawner
 from claude_batch_server.jobs.status import JobStatus
@@ -34,7 +35,7 @@ from claude_batch_server.jobs.transcript import (
 from claude_batch_server.logs import log
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS, Job, Repository, utcnow
+from claude_batch_server.store.tables import JOBS, Job, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 IMAGE_DIR = ".claude-batch/images"
@@ -92,11 +93,12 @@ class JobExecutor:
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
 
-    async def run(self, job: Job, stop: StopRequest) -> JobStatus:
-        """Runs the job's pending run to its end and records it; returns the final status."""
-        result = RunResult()
+    async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
+        """Runs the claimed job's pending run to its end and records it; returns the final
+        status."""
+        job, result = claim.job, RunResult()
         try:
-            outcome = await self._run(job, stop, result)
+            outcome = await self._run(claim, stop, result)
         except Exception as error:  # any failure of ours must still end the job
             log.exception("job run failed", job=job.id)
             outcome = Outcome(JobStatus.FAILED, None, f"server error: {error}")
@@ -107,11 +109,11 @@ class JobExecutor:
         self._ended(job.id, outcome, job.claimed_at)
         return outcome.status
 
-    async def _run(self, job: Job, stop: StopRequest, result: RunResult) -> Outcome:
+    async def _run(self, claim: Claim, stop: StopRequest, result: RunResult) -> Outcome:
         """The run, ended and recorded (the end in the transcript's last transaction)."""
-        began = time.perf_counter()
+        began, job = time.perf_counter(), claim.job
         timeout = self._timeout(job)
-        prepared = await anyio.to_thread.run_sync(self._prepare, job)
+        prepared = await anyio.to_thread.run_sync(self._prepare, job, claim.repository_commit)
         if isinstance(prepared, Outcome):
             started = _run_started(job, timeout)
             await anyio.to_thread.run_sync(self._finish, job.id, prepared, result, started)
@@ -135,6 +137,7 @@ class JobExecutor:
             job.id,
             first,
             functools.partial(stop.set, "transcript"),
+            claim.last_seq,
         )
         try:
             ended = await self._follow(process, recorder, stop, timeout, result)
@@ -166,16 +169,22 @@ class JobExecutor:
             await asyncio.wait_for(readers, PIPE_DRAIN)
         return stop.reason if ended == "stopped" else ended
 
-    def _prepare(self, job: Job) -> tuple[RunSpec, str | None] | Outcome:
-        """Blocking: the workspace (made on the first run, restored on a resume), the command
-        line of this run, and the commit of a new workspace."""
+    def _prepare(
+        self, job: Job, repository_commit: str | None
+    ) -> tuple[RunSpec, str | None] | Outcome:
+        """Blocking: the workspace (made on the first run, at `repository_commit`, where the
+        claim found the repository; restored on a resume), the command line of this run, and
+        the commit of a new workspace."""
         account = self._lookup(job.user)
         if account is None:
             return Outcome(JobStatus.FAILED, None, f"account {job.user!r} no longer exists")
         first = job.commit is None  # no workspace yet: this run makes it, with the images
         commit = None
         if first:
-            path, commit = self._create_workspace(job, account)
+            if repository_commit is None:
+                raise RuntimeError(f"repository {job.repository!r} is not ready")
+            commit = repository_commit  # the engine makes it at this commit or not at all
+            path = self._create_workspace(job, account, commit)
         else:
             self._workspaces.restore_workspace(job.id)
             path = self._workspaces.workspace_path(job.id)
@@ -185,11 +194,7 @@ class JobExecutor:
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
         return RunSpec(argv, command.environment(account), path, account, stdin), commit
 
-    def _create_workspace(self, job: Job, account: Account) -> tuple[Path, str]:
-        with self._database.read_connection() as connection:
-            commit = connection.scalar(_REPOSITORY_COMMIT, {"name": job.repository})
-        if commit is None:
-            raise RuntimeError(f"repository {job.repository!r} is not ready")
+    def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()
         path = self._workspaces.create_workspace(job.repository, commit, job.id, account)
         self._metrics.workspace_seconds.labels(self._workspaces.strategy_name).observe(
@@ -201,7 +206,7 @@ class JobExecutor:
             write_beneath(path, f"{IMAGE_DIR}/{name}", data, owner)
         if job.images:
             write_beneath(path, ".git/info/exclude", b"\n/.claude-batch/\n", owner, append=True)
-        return path, commit  # the engine makes it at this commit or not at all
+        return path
 
     def _image(self, job_id: str, name: str) -> command.Image:
         data = self._images.read(job_id, name)
@@ -235,9 +240,10 @@ class JobExecutor:
         timeout: float,
         job: Job,
         connection: Connection,
-    ) -> None:
+    ) -> list[Event]:
         """In the run's first transaction: the process (for a successor after a crash), the
-        workspace's commit on a first run, the deadline, and the mark of the run's start."""
+        workspace's commit on a first run, the deadline; returns the mark of the run's start,
+        to be stored before its first lines."""
         params = {
             "job_id": job_id,
             "new_pid": process.pid,
@@ -246,7 +252,7 @@ class JobExecutor:
             "new_commit": commit,
         }
         connection.execute(_RECORD_START, params)
-        self._events.append_in(connection, job_id, [_run_started(job, timeout)])
+        return [_run_started(job, timeout)]
 
     def finish(
         self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None = None
@@ -262,7 +268,8 @@ class JobExecutor:
         self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None
     ) -> None:
         with self._database.connection() as connection:
-            self._finish_in(job_id, outcome, result, connection, started)
+            marks = self._finish_in(job_id, outcome, result, connection, started)
+            self._events.append_in(connection, job_id, marks)
 
     def _finish_in(
         self,
@@ -271,7 +278,9 @@ class JobExecutor:
         result: RunResult,
         connection: Connection,
         started: Event | None = None,
-    ) -> None:
+    ) -> list[Event]:
+        """Records the run's end in the job, in the transaction of `connection`; returns the
+        marks to store with it in the transcript (none if the job is no longer ours)."""
         ended = server_event(
             "run.ended",
             status=outcome.status.value,
@@ -279,10 +288,9 @@ class JobExecutor:
             error=outcome.error,
         )
         params = _finish_params(job_id, outcome, result) | {"owner": self._owner}
-        changed = connection.scalar(_FINISH, params)
-        if changed is not None:  # else deleted while it ran, or no longer ours
-            marks = [ended] if started is None else [started, ended]
-            self._events.append_in(connection, job_id, marks)  # one transaction with the status
+        if connection.scalar(_FINISH, params) is None:  # deleted while it ran, or not ours
+            return []
+        return [ended] if started is None else [started, ended]
 
     def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:
         seconds = (utcnow() - claimed).total_seconds() if claimed else None
@@ -333,7 +341,6 @@ def _param(name: str, column: str) -> BindParameter[Any]:
 # over its job's runs; output and session id stay as they were when a run reports none.
 _THIS_JOB = JOBS.c.id == bindparam("job_id")
 _CLAIMED_AT = select(JOBS.c.claimed_at).where(_THIS_JOB)
-_REPOSITORY_COMMIT = select(Repository.commit).where(Repository.name == bindparam("name"))
 _RECORD_START = (
     update(JOBS)
     .where(_THIS_JOB)

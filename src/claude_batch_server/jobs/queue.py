@@ -19,11 +19,28 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS, Job, UTCDateTime, detached, utcnow
+from claude_batch_server.store.tables import (
+    JOB_EVENTS,
+    JOBS,
+    Job,
+    Repository,
+    UTCDateTime,
+    detached,
+    utcnow,
+)
 
 CLAIM_LOCK = 7_351_421  # names the PostgreSQL advisory lock that serialises claims
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -52,6 +69,14 @@ def owner_is_dead(owner: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Claim:
+    job: Job  # now running, leased to us
+    repository_commit: str | None  # where its repository is now: a first run starts there
+    last_seq: int  # of its transcript's last event (0: none yet)
+    more: bool  # whether other jobs were waiting, so that another claim may succeed
+
+
+@dataclass(frozen=True)
 class Limits:
     total: int
     per_user: int  # 0: no limit beyond `total`
@@ -70,22 +95,36 @@ _LAST_SERVED = (
     .where(JOBS.c.user.in_(bindparam("users", expanding=True)))
     .group_by(JOBS.c.user)
 )
-_AHEAD = (  # of a queued job, for its position
+_OTHERS = JOBS.alias("others")  # the same table, not correlated with the one updated
+_AHEAD = (  # of a job queued at :queued_at, for its position
     select(func.count())
-    .select_from(JOBS)
     .where(
-        JOBS.c.status == JobStatus.QUEUED,
-        JOBS.c.queued_at < bindparam("queued_at", type_=UTCDateTime),
+        _OTHERS.c.status == JobStatus.QUEUED,
+        _OTHERS.c.queued_at < bindparam("queued_at", type_=UTCDateTime),
     )
+    .scalar_subquery()
 )
-_QUEUED = JOBS.alias("queued")  # the same table, not correlated with the updated one
+POSITION = (_AHEAD + 1).label("queue_position")  # for a statement's RETURNING
+_POSITION = select(POSITION)
+# Of the claimed row, in RETURNING: spelled out, for SQLAlchemy writes RETURNING on SQLite
+# without table names, and an unqualified `id` would mean whatever the subquery's table has.
+_CLAIMED_ID = literal_column("jobs.id", String)
+_CLAIMED_REPOSITORY = literal_column("jobs.repository", String)
+_REPOSITORY_COMMIT = (
+    select(Repository.commit).where(Repository.name == _CLAIMED_REPOSITORY).scalar_subquery()
+)
+_LAST_SEQ = (
+    select(func.coalesce(func.max(JOB_EVENTS.c.seq), 0))
+    .where(JOB_EVENTS.c.job_id == _CLAIMED_ID)
+    .scalar_subquery()
+)
 _TAKE_FIRST = (  # the first queued job of a user (that no one else holds) becomes ours
     update(JOBS)
     .where(
         JOBS.c.id
-        == select(_QUEUED.c.id)
-        .where(_QUEUED.c.status == JobStatus.QUEUED, _QUEUED.c.user == bindparam("who"))
-        .order_by(_QUEUED.c.queued_at, _QUEUED.c.id)
+        == select(_OTHERS.c.id)
+        .where(_OTHERS.c.status == JobStatus.QUEUED, _OTHERS.c.user == bindparam("who"))
+        .order_by(_OTHERS.c.queued_at, _OTHERS.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -97,7 +136,7 @@ _TAKE_FIRST = (  # the first queued job of a user (that no one else holds) becom
         started_at=func.coalesce(JOBS.c.started_at, bindparam("now", type_=UTCDateTime)),
         claimed_at=bindparam("now", type_=UTCDateTime),
     )
-    .returning(*JOBS.c)
+    .returning(*JOBS.c, _REPOSITORY_COMMIT.label("repository_commit"), _LAST_SEQ.label("last_seq"))
 )
 
 
@@ -108,23 +147,31 @@ class JobQueue:
         self.owner = owner
         self.lease = lease
 
-    def claim(self) -> Job | None:
+    def claim(self) -> Claim | None:
         """The next job to run, now `running` and leased to us; None when none may start."""
         with self._database.connection() as connection:
-            if not self._database.is_sqlite:
-                connection.execute(_CLAIM_LOCK)
-            running, waiting = _queue_state(connection)
-            if sum(running.values()) >= self.limits.total:
-                return None
-            user = self._next_user(connection, running, waiting)
-            if user is None:
-                return None
-            now = utcnow()
-            row = connection.execute(
-                _TAKE_FIRST,
-                {"who": user, "owner": self.owner, "now": now, "expires": now + self.lease},
-            ).first()
-        return None if row is None else detached(Job, row)
+            return self.claim_in(connection)
+
+    def claim_in(self, connection: Connection) -> Claim | None:
+        """`claim`, in the transaction of `connection`: the claim holds once it commits."""
+        if not self._database.is_sqlite:
+            connection.execute(_CLAIM_LOCK)
+        running, waiting, queued = _queue_state(connection)
+        if sum(running.values()) >= self.limits.total:
+            return None
+        user = self._next_user(connection, running, waiting)
+        if user is None:
+            return None
+        now = utcnow()
+        row = connection.execute(
+            _TAKE_FIRST,
+            {"who": user, "owner": self.owner, "now": now, "expires": now + self.lease},
+        ).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        commit, last_seq = values.pop("repository_commit"), values.pop("last_seq")
+        return Claim(detached(Job, values), commit, last_seq, more=queued > 1)
 
     def _next_user(
         self, connection: Connection, running: dict[str, int], waiting: dict[str, datetime | None]
@@ -196,17 +243,19 @@ def position_in(connection: Connection, job: Job) -> int | None:
     """`JobQueue.position`, read in the transaction of `connection`."""
     if job.status != JobStatus.QUEUED or job.queued_at is None:
         return None
-    ahead = connection.scalar(_AHEAD, {"queued_at": job.queued_at})
-    return (ahead or 0) + 1
+    return int(connection.execute(_POSITION, {"queued_at": job.queued_at}).scalar_one())
 
 
-def _queue_state(connection: Connection) -> tuple[dict[str, int], dict[str, datetime | None]]:
-    """In one query: the running jobs per user, and when each waiting user's first job was
-    queued."""
+def _queue_state(
+    connection: Connection,
+) -> tuple[dict[str, int], dict[str, datetime | None], int]:
+    """In one query: the running jobs per user, when each waiting user's first job was
+    queued, and how many jobs are queued."""
     rows = connection.execute(_QUEUE_STATE).all()
     running = {user: count for user, status, count, _ in rows if status == JobStatus.RUNNING}
     waiting = {user: first for user, status, _, first in rows if status == JobStatus.QUEUED}
-    return running, waiting
+    queued = sum(count for _, status, count, _ in rows if status == JobStatus.QUEUED)
+    return running, waiting, queued
 
 
 def _abandoned(job: Job, now: datetime) -> bool:

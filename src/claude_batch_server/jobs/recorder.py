@@ -5,14 +5,16 @@ A line that comes alone is stored at once, in a transaction of its own; lines th
 faster than the database takes them share one, so a chatty agent costs few transactions.
 The Claude Code session id, once known, is stored with the events that revealed it. The
 run's first transaction (its process, the start mark) waits up to FIRST_WAIT for the first
-lines to take along, and its last holds the run's end.
+lines to take along, and its last holds the run's end. The recorder is the run's only
+writer of its transcript, so after the first transaction it knows the last sequence number
+and each batch is one INSERT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 from sqlalchemy import Connection, bindparam, update
@@ -22,6 +24,7 @@ from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS
 
+Marks = Callable[[Connection], Sequence[Event]]  # work in a transaction, and its events
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 _SESSION_ID = (  # built once: constructing a statement costs more than running it
@@ -36,22 +39,25 @@ class TranscriptRecorder:
         events: EventStore,
         broker: Broker,
         job_id: str,
-        first: Callable[[Connection], None],
+        first: Marks,
         on_failure: Callable[[], None],
+        last_seq: int | None = None,
     ) -> None:
+        """`last_seq`: the number of the transcript's last event, if the caller knows it."""
         self._database = database
         self._on_failure = on_failure
-        self._first: Callable[[Connection], None] | None = first
+        self._first: Marks | None = first  # its events go before the first lines
         self._events = events
         self._broker = broker
         self._job_id = job_id
+        self._seq = last_seq  # the last stored event's, known once the first batch is in
         self._pending: list[Event] = []
         self._session_id: str | None = None
         self._stored_session_id: str | None = None
         self._wake = asyncio.Event()
         self._taken = asyncio.Event()
         self._closing = False
-        self._last: Callable[[Connection], None] | None = None
+        self._last: Marks | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"transcript-{job_id}")
 
     @property
@@ -69,8 +75,9 @@ class TranscriptRecorder:
             self._taken.clear()
             await self._taken.wait()  # the agent's output waits in its pipe meanwhile
 
-    async def close(self, last: Callable[[Connection], None] | None = None) -> None:
-        """Returns once everything added is stored, with `last` in the final transaction."""
+    async def close(self, last: Marks | None = None) -> None:
+        """Returns once everything added is stored, with `last` in the final transaction
+        (its events after all others)."""
         self._last = last
         self._closing = True
         self._wake.set()
@@ -98,7 +105,7 @@ class TranscriptRecorder:
                     await self._write_batch(self._last)
                 return
 
-    async def _write_batch(self, last: Callable[[Connection], None] | None) -> None:
+    async def _write_batch(self, last: Marks | None) -> None:
         batch, self._pending = self._pending, []
         self._taken.set()
         session_id = self._session_id
@@ -108,16 +115,13 @@ class TranscriptRecorder:
         self._stored_session_id = session_id or self._stored_session_id
         self._broker.publish(self._job_id)
 
-    def _write(
-        self, events: list[Event], session_id: str | None, last: Callable[[Connection], None] | None
-    ) -> None:
+    def _write(self, events: list[Event], session_id: str | None, last: Marks | None) -> None:
         with self._database.connection() as connection:
-            if self._first is not None:
-                self._first(connection)
-            if events:
-                self._events.append_in(connection, self._job_id, events)
+            before = self._first(connection) if self._first is not None else ()
+            after = last(connection) if last is not None else ()
             if session_id is not None:
                 connection.execute(_SESSION_ID, {"job_id": self._job_id, "sid": session_id})
-            if last is not None:
-                last(connection)
+            batch = [*before, *events, *after]
+            seq = self._events.append_in(connection, self._job_id, batch, self._seq)
         self._first = None
+        self._seq = seq

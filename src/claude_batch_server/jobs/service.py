@@ -21,7 +21,7 @@ from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import MAX_IMAGES, ImageStore, safe_name
-from claude_batch_server.jobs.queue import JobQueue, position_in
+from claude_batch_server.jobs.queue import POSITION, JobQueue
 from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
 from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
@@ -49,7 +49,7 @@ _ENQUEUE = (
         cancel_requested=False,
         error=None,
     )
-    .returning(*JOBS.c)
+    .returning(*JOBS.c, POSITION)
 )
 
 
@@ -167,9 +167,13 @@ class JobService:
         prompt: str,
         audit: Audit | None,
     ) -> tuple[Job, int | None]:
-        """One transaction: the move to `queued`, its audit row, and the queue position."""
+        """One transaction: the move to `queued`, its audit row, the queue position, and,
+        when this process has a free slot, the claim of the next job (this one, unless
+        others come first), which then starts without waiting for the dispatch loop."""
         states = [allowed] if isinstance(allowed, JobStatus) else list(allowed)
-        values = {"job_id": job.id, "states": states, "now": utcnow(), "new_prompt": prompt}
+        now = utcnow()
+        values = {"job_id": job.id, "states": states, "now": now, "new_prompt": prompt}
+        values["queued_at"] = now  # the jobs queued before it are ahead
         with self._database.connection() as connection:
             row = connection.execute(_ENQUEUE, values).first()
             if row is None:
@@ -177,10 +181,14 @@ class JobService:
                 raise Conflict(f"job {job.id} is {status or 'gone'}")
             if audit is not None:
                 audit.record_in(connection)
-            queued = detached(Job, row)
-            position = position_in(connection, queued)
-        self._dispatcher.wake()
-        return queued, position
+            claim = self._queue.claim_in(connection) if self._dispatcher.accepts() else None
+        if claim is not None:
+            self._dispatcher.hand_over(claim)
+        else:
+            self._dispatcher.wake()
+        fields = dict(row._mapping)  # the job as queued: what the caller is told
+        position: int = fields.pop(POSITION.name)
+        return detached(Job, fields), position
 
     async def cancel(self, job: Job) -> Job:
         """Queued or created: cancelled at once. Running: stopped, and cancelled once its

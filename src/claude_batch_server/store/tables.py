@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -51,10 +52,10 @@ class Base(DeclarativeBase):
 Model = TypeVar("Model", bound=Base)
 
 
-def detached(model: type[Model], row: Row[Any]) -> Model:
+def detached(model: type[Model], row: Row[Any] | Mapping[str, Any]) -> Model:
     """The `model` object of a row read through Core, as a closed session would have left
     it (detached, nothing pending): the hot paths skip the ORM yet hand out models."""
-    instance = model(**row._mapping)
+    instance = model(**(row._mapping if isinstance(row, Row) else row))
     make_transient_to_detached(instance)
     return instance
 
