@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.jobs.events import Broker, EventStore
@@ -15,7 +15,7 @@ from claude_batch_server.jobs.recorder import BACKLOG, TranscriptRecorder
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Job, JobEvent
+from claude_batch_server.store.tables import JOBS, Job, JobEvent
 
 LINES = 3 * BACKLOG
 
@@ -40,13 +40,18 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
     commits: list[int] = []
     event.listen(database.engine, "commit", lambda _: commits.append(1))
 
+    def first(connection: Connection, session_id: str | None) -> list[Event]:
+        if session_id is not None:  # known already: the start holds it
+            connection.execute(update(JOBS).values(session_id=session_id))
+        return [Event("server", "start")]
+
     async def flood() -> None:
         recorder = TranscriptRecorder(
             database,
             EventStore(database),
             Broker(),
             "j1",
-            lambda _: [Event("server", "start")],
+            first,
             lambda: None,
         )
         for n in range(LINES):
@@ -75,7 +80,7 @@ def test_a_transcript_that_cannot_be_written_stops_the_run(database: Database) -
             EventStore(database),
             Broker(),
             "no-such-job",  # its events break the foreign key
-            lambda _: (),
+            lambda _, __: (),
             lambda: stopped.append("stop"),
         )
         await recorder.add(Event("assistant", "lost"))

@@ -1,9 +1,11 @@
 """The dispatcher, one per server process: it claims queued jobs as soon as a slot frees,
 runs them, keeps their leases alive, and ends the jobs a dead dispatcher left behind.
 
-Dispatch is event driven: starting, resuming or ending a job wakes it at once. A tick every
-`TICK` seconds renews leases and notices what other processes changed (a cancel, a job
-queued there while that process was full, a lapsed lease).
+Dispatch is event driven. A start (or resume) that finds a slot free claims in its own
+transaction and hands the claim over; otherwise it wakes the dispatcher, as does a run's
+end while jobs wait. A tick every `TICK` seconds renews leases and notices what other
+processes changed (a cancel, a job queued there while that process was full, a lapsed
+lease).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._waiting = True  # whether jobs may be waiting: else a run's end claims nothing
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -50,8 +53,6 @@ class Dispatcher:
         free slot, in its own transaction); callable from any thread."""
         assert self._loop is not None, "claims are handed over only when accepted"
         self._loop.call_soon_threadsafe(self._launch, claim)
-        if claim.more:
-            self.wake()
 
     def wake(self) -> None:
         """Claims at once what may start; callable from any thread (the routes run in
@@ -87,16 +88,16 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            waiting = True  # until a claim tells otherwise
             try:
-                while self._has_slot() and (claim := await self._claim()):
-                    self._launch(claim)
-                    if not claim.more:
+                while waiting and self._has_slot():
+                    claim, waiting = await anyio.to_thread.run_sync(self._queue.claim)
+                    if claim is None:
                         break
+                    self._launch(claim)
             except Exception:  # the database may be away for a moment: the next tick retries
                 log.exception("claiming a job failed")
-
-    async def _claim(self) -> Claim | None:
-        return await anyio.to_thread.run_sync(self._queue.claim)
+            self._waiting = waiting
 
     def _has_slot(self) -> bool:
         """False when our own runs fill every slot: no claim could succeed, so none is tried."""
@@ -112,7 +113,8 @@ class Dispatcher:
             return await self._executor.run(claim, stop)
         finally:
             self._running.pop(claim.job.id, None)
-            self.wake()
+            if self._waiting:  # its slot is free for them
+                self.wake()
 
     async def _tick_loop(self) -> None:
         while True:

@@ -240,16 +240,18 @@ class JobExecutor:
         timeout: float,
         job: Job,
         connection: Connection,
+        session_id: str | None,
     ) -> list[Event]:
         """In the run's first transaction: the process (for a successor after a crash), the
-        workspace's commit on a first run, the deadline; returns the mark of the run's start,
-        to be stored before its first lines."""
+        workspace's commit on a first run, the deadline, the session id if known; returns
+        the mark of the run's start, to be stored before its first lines."""
         params = {
             "job_id": job_id,
             "new_pid": process.pid,
             "new_pid_start": process.pid_start,
             "new_deadline": utcnow() + timedelta(seconds=timeout),
             "new_commit": commit,
+            "new_session_id": session_id,
         }
         connection.execute(_RECORD_START, params)
         return [_run_started(job, timeout)]
@@ -349,6 +351,7 @@ _RECORD_START = (
         pid_start=_param("new_pid_start", "pid_start"),
         deadline=_param("new_deadline", "deadline"),
         commit=func.coalesce(_param("new_commit", "commit"), JOBS.c.commit),
+        session_id=func.coalesce(_param("new_session_id", "session_id"), JOBS.c.session_id),
     )
 )
 _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's to end

@@ -73,7 +73,6 @@ class Claim:
     job: Job  # now running, leased to us
     repository_commit: str | None  # where its repository is now: a first run starts there
     last_seq: int  # of its transcript's last event (0: none yet)
-    more: bool  # whether other jobs were waiting, so that another claim may succeed
 
 
 @dataclass(frozen=True)
@@ -147,16 +146,23 @@ class JobQueue:
         self.owner = owner
         self.lease = lease
 
-    def claim(self) -> Claim | None:
-        """The next job to run, now `running` and leased to us; None when none may start."""
+    def claim(self) -> tuple[Claim | None, bool]:
+        """The next job to run, now `running` and leased to us (None when none may start),
+        and whether jobs are left waiting: if not, no claim can succeed until one is queued."""
         with self._database.connection() as connection:
             return self.claim_in(connection)
 
-    def claim_in(self, connection: Connection) -> Claim | None:
+    def claim_in(self, connection: Connection) -> tuple[Claim | None, bool]:
         """`claim`, in the transaction of `connection`: the claim holds once it commits."""
         if not self._database.is_sqlite:
             connection.execute(_CLAIM_LOCK)
         running, waiting, queued = _queue_state(connection)
+        claim = self._take(connection, running, waiting)
+        return claim, queued > (claim is not None)
+
+    def _take(
+        self, connection: Connection, running: dict[str, int], waiting: dict[str, datetime | None]
+    ) -> Claim | None:
         if sum(running.values()) >= self.limits.total:
             return None
         user = self._next_user(connection, running, waiting)
@@ -171,7 +177,7 @@ class JobQueue:
             return None
         values = dict(row._mapping)
         commit, last_seq = values.pop("repository_commit"), values.pop("last_seq")
-        return Claim(detached(Job, values), commit, last_seq, more=queued > 1)
+        return Claim(detached(Job, values), commit, last_seq)
 
     def _next_user(
         self, connection: Connection, running: dict[str, int], waiting: dict[str, datetime | None]

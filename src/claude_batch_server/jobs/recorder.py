@@ -25,6 +25,8 @@ from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS
 
 Marks = Callable[[Connection], Sequence[Event]]  # work in a transaction, and its events
+# the run's start, with the session id if known by then, and the events to put first
+First = Callable[[Connection, str | None], Sequence[Event]]
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 _SESSION_ID = (  # built once: constructing a statement costs more than running it
@@ -39,14 +41,14 @@ class TranscriptRecorder:
         events: EventStore,
         broker: Broker,
         job_id: str,
-        first: Marks,
+        first: First,
         on_failure: Callable[[], None],
         last_seq: int | None = None,
     ) -> None:
         """`last_seq`: the number of the transcript's last event, if the caller knows it."""
         self._database = database
         self._on_failure = on_failure
-        self._first: Marks | None = first  # its events go before the first lines
+        self._first: First | None = first
         self._events = events
         self._broker = broker
         self._job_id = job_id
@@ -117,7 +119,9 @@ class TranscriptRecorder:
 
     def _write(self, events: list[Event], session_id: str | None, last: Marks | None) -> None:
         with self._database.connection() as connection:
-            before = self._first(connection) if self._first is not None else ()
+            before: Sequence[Event] = ()
+            if self._first is not None:
+                before, session_id = self._first(connection, session_id), None
             after = last(connection) if last is not None else ()
             if session_id is not None:
                 connection.execute(_SESSION_ID, {"job_id": self._job_id, "sid": session_id})

@@ -181,10 +181,12 @@ class JobService:
                 raise Conflict(f"job {job.id} is {status or 'gone'}")
             if audit is not None:
                 audit.record_in(connection)
-            claim = self._queue.claim_in(connection) if self._dispatcher.accepts() else None
+            claim, more = (None, True)
+            if self._dispatcher.accepts():
+                claim, more = self._queue.claim_in(connection)
         if claim is not None:
             self._dispatcher.hand_over(claim)
-        else:
+        if more:
             self._dispatcher.wake()
         fields = dict(row._mapping)  # the job as queued: what the caller is told
         position: int = fields.pop(POSITION.name)
