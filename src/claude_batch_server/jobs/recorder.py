@@ -1,13 +1,13 @@
 """Writes a running job's transcript: its events in the order they arrive, as many per
-transaction as have queued up while the last one was written.
+transaction as have queued up.
 
-A line that comes alone is stored at once, in a transaction of its own; lines that come
-faster than the database takes them share one, so a chatty agent costs few transactions.
-The Claude Code session id, once known, is stored with the events that revealed it. The
-run's first transaction (its process, the start mark) waits up to FIRST_WAIT for the first
-lines to take along, and its last holds the run's end. The recorder is the run's only
-writer of its transcript, so after the first transaction it knows the last sequence number
-and each batch is one INSERT.
+The run's first transaction (its process, the start mark) is written as soon as the first
+line comes, or after FIRST_WAIT without one, and holds it. A later line waits up to LINGER
+for more lines, or for the run's end, to share a transaction; lines that come faster than
+the database takes them share one anyway, so a chatty agent costs few transactions. The
+last transaction holds the run's end. The Claude Code session id, once known, is stored
+with the events that revealed it. The recorder is the run's only writer of its transcript:
+knowing the last sequence number, it stores each batch in one INSERT.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ Marks = Callable[[Connection], Sequence[Event]]  # work in a transaction, and it
 # the run's start, with the session id if known by then, and the events to put first
 First = Callable[[Connection, str | None], Sequence[Event]]
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
+LINGER = 0.01  # seconds a later batch waits for more lines, or the run's end, to share it
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 _SESSION_ID = (  # built once: constructing a statement costs more than running it
     update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(session_id=bindparam("sid"))
@@ -59,6 +60,7 @@ class TranscriptRecorder:
         self._wake = asyncio.Event()
         self._taken = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()
         self._last: Marks | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"transcript-{job_id}")
 
@@ -82,6 +84,7 @@ class TranscriptRecorder:
         (its events after all others)."""
         self._last = last
         self._closing = True
+        self._closed.set()
         self._wake.set()
         await self._writer
 
@@ -101,11 +104,19 @@ class TranscriptRecorder:
             await self._wake.wait()
             self._wake.clear()
             while (self._pending or self._first is not None) and not self._closing:
+                if self._first is None and len(self._pending) < BACKLOG:
+                    await self._linger()
+                    if self._closing:
+                        break
                 await self._write_batch(None)
             if self._closing:  # what is still pending goes with the last transaction
                 if self._pending or self._first is not None or self._last is not None:
                     await self._write_batch(self._last)
                 return
+
+    async def _linger(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), LINGER)
 
     async def _write_batch(self, last: Marks | None) -> None:
         batch, self._pending = self._pending, []
