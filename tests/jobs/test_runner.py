@@ -125,6 +125,25 @@ def test_a_command_that_cannot_start_fails_with_a_reason(users: UserFactory) -> 
     run_with_spawner(body)
 
 
+def test_a_request_larger_than_the_socket_takes_at_once_arrives_whole(
+    users: UserFactory,
+) -> None:
+    user = users.create()
+    big = {f"BIG{n}": str(n) * 100_000 for n in range(4)}  # together beyond the buffer
+
+    async def body(spawner: Spawner) -> None:
+        account = accounts.lookup(user.name)
+        assert account is not None
+        script = 'echo "${#BIG0} ${#BIG3} ${BIG3%"${BIG3#?}"}"'
+        process = AgentProcess(
+            RunSpec(["sh", "-c", script], ENV | big, Path("/"), account, b""), spawner
+        )
+        await process.start()
+        assert await output(process) == ("100000 100000 3\n", "", 0)
+
+    run_with_spawner(body)
+
+
 def test_jobs_stop_when_the_server_goes_away(users: UserFactory) -> None:
     user = users.create()
 

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ class _SpawnerLink:
         self._ids = itertools.count(1)
         self._starting: dict[int, asyncio.Future[tuple[int, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
-        self._send_lock = threading.Lock()
+        self._sending = asyncio.Lock()  # one request at a time on the socket
         self._reader = asyncio.create_task(self._read_reports(reader), name="spawner")
 
     @classmethod
@@ -127,15 +126,26 @@ class _SpawnerLink:
         self._starting[request_id] = started
         request = spawner.encode(_request(request_id, spec))
         try:
-            await anyio.to_thread.run_sync(self._send, request, fds)
+            await self._send(request, fds)
             return await started
         finally:
             self._starting.pop(request_id, None)
 
-    def _send(self, request: bytes, fds: list[int]) -> None:
-        with self._send_lock:
+    async def _send(self, request: bytes, fds: list[int]) -> None:
+        """At once when the socket takes the request whole, as it does unless the spawner
+        fell behind; then the rest from a worker thread, never blocking the event loop."""
+        async with self._sending:
+            try:
+                sent = socket.send_fds(self._requests, [request], fds, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(request):
+                await anyio.to_thread.run_sync(self._send_rest, request, sent, fds)
+
+    def _send_rest(self, request: bytes, sent: int, fds: list[int]) -> None:
+        if not sent:  # the descriptors go with the first bytes
             sent = socket.send_fds(self._requests, [request[: spawner.HEADER]], fds)
-            self._requests.sendall(request[sent:])
+        self._requests.sendall(request[sent:])
 
     async def _read_reports(self, reader: asyncio.StreamReader) -> None:
         try:
