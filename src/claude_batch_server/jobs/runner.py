@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -113,6 +114,7 @@ class _SpawnerLink:
                 env={"PATH": os.defpath},  # none of the server's settings or secrets
             )
         reader, writer = await asyncio.open_unix_connection(sock=reports, limit=READ_LIMIT)
+        requests.setblocking(False)  # see _send
         return cls(process, requests, reader, writer)
 
     @property
@@ -133,19 +135,11 @@ class _SpawnerLink:
 
     async def _send(self, request: bytes, fds: list[int]) -> None:
         """At once when the socket takes the request whole, as it does unless the spawner
-        fell behind; then the rest from a worker thread, never blocking the event loop."""
+        fell behind; else the rest from a worker thread, never blocking the event loop."""
         async with self._sending:
-            try:
-                sent = socket.send_fds(self._requests, [request], fds, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
+            sent = _send_some(self._requests, request, fds)
             if sent < len(request):
-                await anyio.to_thread.run_sync(self._send_rest, request, sent, fds)
-
-    def _send_rest(self, request: bytes, sent: int, fds: list[int]) -> None:
-        if not sent:  # the descriptors go with the first bytes
-            sent = socket.send_fds(self._requests, [request[: spawner.HEADER]], fds)
-        self._requests.sendall(request[sent:])
+                await anyio.to_thread.run_sync(_send_rest, self._requests, request, sent, fds)
 
     async def _read_reports(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -186,6 +180,22 @@ class _SpawnerLink:
         with contextlib.suppress(Exception):  # a failed reader has ended its jobs already
             await self._reader
         self._reports.close()
+
+
+def _send_some(sock: socket.socket, data: bytes, fds: list[int]) -> int:
+    """What a non-blocking socket takes of `data` now, with `fds` along the first byte."""
+    try:
+        return socket.send_fds(sock, [data], fds)
+    except BlockingIOError:
+        return 0
+
+
+def _send_rest(sock: socket.socket, data: bytes, sent: int, fds: list[int]) -> None:
+    """Blocking: the rest of `data`, once the peer reads (the descriptors went with the
+    first byte sent)."""
+    while sent < len(data):
+        select.select([], [sock], [])
+        sent += _send_some(sock, data[sent:], [] if sent else fds)
 
 
 def _request(request_id: int, spec: RunSpec) -> spawner.Request:
