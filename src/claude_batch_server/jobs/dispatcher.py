@@ -34,7 +34,9 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._waiting = True  # whether jobs may be waiting: else a run's end claims nothing
+        # whether jobs may be waiting, as far as this process can know: else a run's end
+        # claims nothing (on a database shared with other processes, it always claims)
+        self._waiting = True
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,7 +90,8 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            waiting = True  # until a claim tells otherwise
+            # until a claim tells otherwise: a run that ends meanwhile must wake us again
+            self._waiting = waiting = True
             try:
                 while waiting and self._has_slot():
                     claim, waiting = await anyio.to_thread.run_sync(self._queue.claim)
@@ -113,7 +116,7 @@ class Dispatcher:
             return await self._executor.run(claim, stop)
         finally:
             self._running.pop(claim.job.id, None)
-            if self._waiting:  # its slot is free for them
+            if self._waiting or self._queue.shared:  # its slot is free for them
                 self.wake()
 
     async def _tick_loop(self) -> None:

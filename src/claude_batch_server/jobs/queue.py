@@ -145,6 +145,9 @@ class JobQueue:
         self.limits = limits
         self.owner = owner
         self.lease = lease
+        # PostgreSQL may serve several server processes, whose queued jobs this one cannot see
+        # coming; on SQLite one process dispatches
+        self.shared = not database.is_sqlite
 
     def claim(self) -> tuple[Claim | None, bool]:
         """The next job to run, now `running` and leased to us (None when none may start),

@@ -138,8 +138,15 @@ class _SpawnerLink:
         fell behind; else the rest from a worker thread, never blocking the event loop."""
         async with self._sending:
             sent = _send_some(self._requests, request, fds)
-            if sent < len(request):
+            if sent == len(request):
+                return
+            try:
                 await anyio.to_thread.run_sync(_send_rest, self._requests, request, sent, fds)
+            except OSError:
+                # a request cut short would garble the next: end the link (the spawner stops
+                # its jobs on EOF, and a new one is started)
+                self._requests.shutdown(socket.SHUT_WR)
+                raise
 
     async def _read_reports(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -193,8 +200,10 @@ def _send_some(sock: socket.socket, data: bytes, fds: list[int]) -> int:
 def _send_rest(sock: socket.socket, data: bytes, sent: int, fds: list[int]) -> None:
     """Blocking: the rest of `data`, once the peer reads (the descriptors went with the
     first byte sent)."""
+    writable = select.poll()  # not select(): descriptors may be above FD_SETSIZE
+    writable.register(sock, select.POLLOUT)
     while sent < len(data):
-        select.select([], [sock], [])
+        writable.poll()
         sent += _send_some(sock, data[sent:], [] if sent else fds)
 
 
