@@ -35,7 +35,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         # whether jobs may be waiting, as far as this process can know: else a run's end
-        # claims nothing (on a database shared with other processes, it always claims)
+        # claims nothing, and on a database shared with other processes it looks first
         self._waiting = True
 
     def start(self) -> None:
@@ -90,9 +90,12 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            known = self._waiting
             # until a claim tells otherwise: a run that ends meanwhile must wake us again
             self._waiting = waiting = True
             try:
+                if not known and self._has_slot():  # a look costs less than a claim
+                    waiting = await anyio.to_thread.run_sync(self._queue.any_queued)
                 while waiting and self._has_slot():
                     claim, waiting = await anyio.to_thread.run_sync(self._queue.claim)
                     if claim is None:

@@ -89,6 +89,7 @@ _QUEUE_STATE = (
     .where(JOBS.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
     .group_by(JOBS.c.user, JOBS.c.status)
 )
+_ANY_QUEUED = select(JOBS.c.id).where(JOBS.c.status == JobStatus.QUEUED).limit(1)
 _LAST_SERVED = (
     select(JOBS.c.user, func.max(JOBS.c.claimed_at))
     .where(JOBS.c.user.in_(bindparam("users", expanding=True)))
@@ -162,6 +163,12 @@ class JobQueue:
         running, waiting, queued = _queue_state(connection)
         claim = self._take(connection, running, waiting)
         return claim, queued > (claim is not None)
+
+    def any_queued(self) -> bool:
+        """Whether any job waits, at a glance and without the claim's lock: whether a claim
+        is worth its transaction."""
+        with self._database.read_connection() as connection:
+            return connection.scalar(_ANY_QUEUED) is not None
 
     def _take(
         self, connection: Connection, running: dict[str, int], waiting: dict[str, datetime | None]
