@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from sqlalchemy import BindParameter, Connection, bindparam, func, select, update
+from sqlalchemy import BindParameter, ColumnElement, Connection, bindparam, func, select, update
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.files.safe import write_beneath
@@ -339,6 +339,11 @@ def _param(name: str, column: str) -> BindParameter[Any]:
     return bindparam(name, type_=JOBS.c[column].type)
 
 
+def _given_or_kept(name: str, column: str) -> ColumnElement[Any]:
+    """The parameter `name` for `column`, or the column as it is when the parameter is NULL."""
+    return func.coalesce(_param(name, column), JOBS.c[column])
+
+
 # Built once: constructing a statement costs more than running it. A run's figures add up
 # over its job's runs; output and session id stay as they were when a run reports none.
 _THIS_JOB = JOBS.c.id == bindparam("job_id")
@@ -350,8 +355,8 @@ _RECORD_START = (
         pid=_param("new_pid", "pid"),
         pid_start=_param("new_pid_start", "pid_start"),
         deadline=_param("new_deadline", "deadline"),
-        commit=func.coalesce(_param("new_commit", "commit"), JOBS.c.commit),
-        session_id=func.coalesce(_param("new_session_id", "session_id"), JOBS.c.session_id),
+        commit=_given_or_kept("new_commit", "commit"),
+        session_id=_given_or_kept("new_session_id", "session_id"),
     )
 )
 _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's to end
@@ -365,8 +370,8 @@ _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's 
         status=_param("new_status", "status"),
         exit_code=_param("new_exit_code", "exit_code"),
         error=_param("new_error", "error"),
-        output=func.coalesce(_param("new_output", "output"), JOBS.c.output),
-        session_id=func.coalesce(_param("new_session_id", "session_id"), JOBS.c.session_id),
+        output=_given_or_kept("new_output", "output"),
+        session_id=_given_or_kept("new_session_id", "session_id"),
         num_turns=JOBS.c.num_turns + _param("turns", "num_turns"),
         cost_usd=JOBS.c.cost_usd + _param("cost", "cost_usd"),
         input_tokens=JOBS.c.input_tokens + _param("input_tokens", "input_tokens"),
