@@ -4,7 +4,8 @@ dispatcher left behind.
 A claim is one transaction that counts the running jobs and takes the next queued one in
 one `UPDATE … RETURNING`, serialised between processes (SQLite: `BEGIN IMMEDIATE`;
 PostgreSQL: an advisory lock, then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold
-even for an instant. It runs for every job, so it goes through Core, not the ORM.
+even for an instant; a start that finds a slot free claims in its own transaction
+(`claim_in`). It runs for every job, so it goes through Core, not the ORM.
 Fairness: the next job belongs to the user with the fewest running jobs and, among those,
 the one served longest ago (round robin); within one user, first in, first out.
 A claimed job carries a lease that its dispatcher's heartbeat renews; when the lease
