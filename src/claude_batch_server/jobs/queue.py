@@ -250,17 +250,11 @@ class JobQueue:
 
     def position(self, job: Job) -> int | None:
         """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""
-        if job.status != JobStatus.QUEUED:
+        if job.status != JobStatus.QUEUED or job.queued_at is None:
             return None  # without a transaction
         with self._database.read_connection() as connection:
-            return position_in(connection, job)
-
-
-def position_in(connection: Connection, job: Job) -> int | None:
-    """`JobQueue.position`, read in the transaction of `connection`."""
-    if job.status != JobStatus.QUEUED or job.queued_at is None:
-        return None
-    return int(connection.execute(_POSITION, {"queued_at": job.queued_at}).scalar_one())
+            result = connection.execute(_POSITION, {"queued_at": job.queued_at})
+            return int(result.scalar_one())
 
 
 def _queue_state(
