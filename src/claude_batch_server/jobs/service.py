@@ -44,7 +44,7 @@ _ENQUEUE = (
     )
     .values(
         status=JobStatus.QUEUED,
-        queued_at=bindparam("now", type_=UTCDateTime),
+        queued_at=bindparam("queued_at", type_=UTCDateTime),  # POSITION counts those before
         run_prompt=bindparam("new_prompt"),
         cancel_requested=False,
         error=None,
@@ -171,9 +171,7 @@ class JobService:
         when this process has a free slot, the claim of the next job (this one, unless
         others come first), which then starts without waiting for the dispatch loop."""
         states = [allowed] if isinstance(allowed, JobStatus) else list(allowed)
-        now = utcnow()
-        values = {"job_id": job.id, "states": states, "now": now, "new_prompt": prompt}
-        values["queued_at"] = now  # the jobs queued before it are ahead
+        values = {"job_id": job.id, "states": states, "queued_at": utcnow(), "new_prompt": prompt}
         with self._database.connection() as connection:
             row = connection.execute(_ENQUEUE, values).first()
             if row is None:
