@@ -294,6 +294,11 @@ CLAUDE_COMMAND=$claude_command
 #COW_STRATEGY=auto
 # json or console
 #LOG_FORMAT=json
+# addresses or networks (CIDR) whose X-Forwarded-For header is believed as the client's
+# address (login throttling, the audit trail): a reverse proxy on another host or in a
+# container. Empty: none. Trusting 127.0.0.1 would let every local user, who connects
+# from loopback too, choose the address they are throttled and audited under.
+#TRUSTED_PROXIES=
 
 # Passed on to every job's Claude Code: every ANTHROPIC_* and CLAUDE_CODE_* variable.
 # Without an API key, Claude Code uses each user's own login kept in their HOME.

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from claude_batch_server import __version__, errors, logs, maintenance
+from claude_batch_server import __version__, datadir, errors, logs, maintenance
 from claude_batch_server.api.limits import BodyLimitMiddleware
 from claude_batch_server.api.routes import (
     audit,
@@ -27,13 +27,10 @@ from claude_batch_server.settings import Settings
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 
-DATA_DIR_MODE = 0o711  # users traverse to their workspaces; nobody but us lists it
-
 
 def create_app(settings: Settings) -> FastAPI:
     logs.configure(settings.LOG_FORMAT)
-    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-    settings.DATA_DIR.chmod(DATA_DIR_MODE)
+    datadir.prepare(settings.DATA_DIR, settings.DATABASE_URL)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -22,7 +23,9 @@ def _root() -> None:
 @cli.command()
 def serve() -> None:
     """Serve the API on HOST:PORT, configured by the environment (and `.env`)."""
+    os.umask(0o077)  # first: whatever the server makes is its own unless it says otherwise
     settings = _load_settings()
+    proxies = [str(network) for network in settings.TRUSTED_PROXIES]
     uvicorn.run(
         create_app(settings),
         host=settings.HOST,
@@ -30,6 +33,10 @@ def serve() -> None:
         log_config=None,
         loop="asyncio",  # the standard loop: uvloop measured no faster here (bench/queue.py)
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For only from TRUSTED_PROXIES: uvicorn's default believes loopback,
+        # where every local user connects
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
     )
 
 

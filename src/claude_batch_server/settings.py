@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
@@ -64,8 +65,21 @@ class Settings(BaseSettings):
     ALLOW_HASH_LOGIN: bool = False
     COW_STRATEGY: CowStrategy = CowStrategy.AUTO
     LOG_FORMAT: LogFormat = LogFormat.JSON
+    # peers whose X-Forwarded-For is believed: addresses or networks (CIDR); none by default,
+    # not even loopback, since every local user connects from there
+    TRUSTED_PROXIES: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
+
+    @field_validator("TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return [ip_network(item) for item in _comma_list(value)]  # type: ignore[union-attr]
+        except ValueError as error:  # a host name or a network with host bits set
+            raise ValueError(f"not an IP address or network: {error}") from None
 
     @field_validator("JWT_KEY", mode="before")
     @classmethod

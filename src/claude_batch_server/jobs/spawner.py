@@ -158,7 +158,9 @@ def _become_job(request: Request, fds: list[int]) -> None:
         os.setsid()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (request["nofile"], request["nofile"]))
-        os.umask(0o022)  # the usual, not whatever the server was started with
+        # the job's files are its user's alone: with the usual 022, the folders Claude Code
+        # makes in a (Debian-default 0755) HOME would show every local user its jobs
+        os.umask(0o077)
         os.setgroups(request["groups"])
         os.setgid(request["gid"])
         os.setuid(request["uid"])

@@ -162,7 +162,8 @@ class RepositoryService:
         return head, size
 
     def _staging_dir(self, account: Account) -> Path:
-        self._staging.mkdir(mode=0o711, exist_ok=True)
+        self._staging.mkdir(exist_ok=True)
+        self._staging.chmod(0o711)  # the user passes through to their own folder below
         staging = Path(tempfile.mkdtemp(prefix="clone-", dir=self._staging))
         os.chown(staging, account.uid, account.gid)
         return staging
