@@ -15,6 +15,7 @@ from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Job
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+LOGIN_OUTCOMES = ("success", "failed", "throttled")  # public: "refused" counts as "failed"
 WORKSPACE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -68,7 +69,7 @@ class Metrics:
         )
         self.logins = Counter(
             "cbs_logins",
-            "Login attempts, by outcome (success, failed, refused, throttled)",
+            "Login attempts, by outcome (success, failed, throttled)",
             ["outcome"],
             registry=self.registry,
         )
@@ -79,7 +80,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        for outcome in LOGIN_OUTCOMES:  # every series from the start: none appears on cue
+            self.logins.labels(outcome)
+            self.audited.labels("login", outcome)
+
     def audited_event(self, action: str, outcome: str) -> None:
+        # /metrics is public: there a refused account (unknown, locked, not allowed) is one
+        # more failed login, or it would tell who has an account; the audit trail keeps it
+        outcome = "failed" if (action, outcome) == ("login", "refused") else outcome
         self.audited.labels(action, outcome).inc()
         if action == "login":
             self.logins.labels(outcome).inc()

@@ -63,19 +63,20 @@ class AuthService:
         self._allow_hash_login = allow_hash_login
 
     async def login(self, username: str, password: str, address: str) -> IssuedToken:
-        started = time.monotonic()
-        retry_after = await anyio.to_thread.run_sync(self._throttle.retry_after, username, address)
-        if retry_after is not None:
+        admission = await anyio.to_thread.run_sync(self._throttle.admit, username, address)
+        if admission.retry_after is not None:
             await self._audit(username, address, "login", "throttled")
-            raise TooManyRequests("too many failed logins; try again later", retry_after)
+            raise TooManyRequests("too many failed logins; try again later", admission.retry_after)
+        await anyio.sleep(admission.wait)  # this name's turn: its guesses are serialised
+        started = time.monotonic()
         refusal, verified = await anyio.to_thread.run_sync(self._check, username, password)
         if refusal is None and verified:
-            await anyio.to_thread.run_sync(self._throttle.record_success, username)
+            await anyio.to_thread.run_sync(self._throttle.record_success, username, address)
             await self._audit(username, address, "login", "success")
             return self._tokens.issue(username)
-        delay = await anyio.to_thread.run_sync(self._throttle.record_failure, username, address)
+        await anyio.to_thread.run_sync(self._throttle.record_failure)
         await self._audit(username, address, "login", "refused" if refusal else "failed")
-        await anyio.sleep(max(0.0, started + FAILURE_FLOOR + delay - time.monotonic()))
+        await anyio.sleep(max(0.0, started + FAILURE_FLOOR - time.monotonic()))
         raise Unauthenticated(BAD_LOGIN)
 
     def _check(self, username: str, password: str) -> tuple[str | None, bool]:

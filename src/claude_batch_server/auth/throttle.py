@@ -1,17 +1,31 @@
-"""Failed-login throttling per user name and per client address, kept in the database so
-that a restart forgets nothing.
+"""Login throttling, kept in the database so that every process, and a restart, agree.
 
-A name or address is slowed after a few failures (each further answer waits longer), then
-refused outright for a period that doubles with every further failure. Failures older than
-the window are forgotten; a successful login clears the name's count, not the address's.
+A stranger must not lock anyone out, and no number of addresses may guess one password
+faster than a fixed rate. Three kinds of row in `login_throttles`:
+
+* `address`: failures from one client address, whatever the name. Past `per_address` in
+  the window, that address is refused (429) for a period that doubles up to an hour. It
+  only ever stops the address that failed.
+* `user`: password checks of one name. The first `free` failures in the window are checked
+  at once; after them, the name's checks are serialised: each takes the next slot,
+  `interval` after the one before, and waits for it (slowed, not refused). However many
+  addresses guess, the name's password is checked at most once per `interval`; only a
+  wait longer than `max_wait` (a queue full of guesses) is refused with 429.
+* `pair` (address and name): an address has at most one check of a name waiting for its
+  slot, so that one address cannot fill the queue ahead of everyone else.
+
+An attempt is counted when it is admitted, so that concurrent ones cannot all pass as the
+first; a right password gives its count back.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import delete, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,14 +35,21 @@ from claude_batch_server.store.tables import LoginThrottle, utcnow
 
 @dataclass(frozen=True)
 class Limits:
-    per_user: int = 5
     per_address: int = 20
-    slow_after: int = 2  # failures answered at the normal pace before slowing starts
-    slow_step: float = 0.5  # seconds added per failure beyond slow_after
-    slow_max: float = 2.0
-    window: timedelta = timedelta(minutes=15)
+    free: int = 5  # failures of a name checked at once, before its checks are serialised
+    interval: timedelta = timedelta(seconds=5)  # between two checks of a name, after that
+    max_wait: timedelta = timedelta(seconds=60)
+    window: timedelta = timedelta(minutes=15)  # a count is forgotten this long after its last
     first_block: timedelta = timedelta(minutes=1)
     max_block: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """May the password be checked: after `wait` seconds, or not now (`retry_after`)."""
+
+    wait: float = 0.0
+    retry_after: int | None = None
 
 
 class Throttle:
@@ -36,58 +57,75 @@ class Throttle:
         self._database = database
         self.limits = limits or Limits()
 
-    def retry_after(self, username: str, address: str) -> int | None:
-        """Seconds until the name or address may try again, or None when they may now."""
-        now = utcnow()
-        with self._database.read() as session:
-            rows = session.scalars(select(LoginThrottle).where(_keys(username, address)))
-            waits = [
-                (row.blocked_until - now).total_seconds()
-                for row in rows
-                if row.blocked_until is not None and row.blocked_until > now
-            ]
-        return int(max(waits)) + 1 if waits else None
-
-    def record_failure(self, username: str, address: str) -> float:
-        """Count one failure for both keys; returns the extra delay this answer should take."""
+    def admit(self, username: str, address: str) -> Admission:
         try:
-            user_failures = self._count_failure(username, address)
-        except IntegrityError:  # another process inserted the same first failure: count again
-            user_failures = self._count_failure(username, address)
-        beyond = user_failures - self.limits.slow_after
-        return min(max(beyond, 0) * self.limits.slow_step, self.limits.slow_max)
+            return self._admit(username, address)
+        except IntegrityError:  # another process inserted the same first row: once more
+            return self._admit(username, address)
 
-    def _count_failure(self, username: str, address: str) -> int:
+    def _admit(self, username: str, address: str) -> Admission:
         now = utcnow()
         with self._database.session() as session:
-            self._bump(session, "address", address, self.limits.per_address, now)
-            return self._bump(session, "user", username, self.limits.per_user, now)
+            # always the same order of rows, so that two processes never deadlock
+            by_address = self._row(session, "address", address, now)
+            pair = self._row(session, "pair", _pair(username, address), now)
+            name = self._row(session, "user", username, now)
+            for row in (by_address, pair):
+                if row.blocked_until is not None and row.blocked_until > now:
+                    return Admission(retry_after=_seconds(row.blocked_until - now))
+            slot = now
+            if name.failures >= self.limits.free:
+                slot = max(now, name.blocked_until or now)
+                if slot - now > self.limits.max_wait:
+                    return Admission(retry_after=_seconds(slot - now - self.limits.max_wait))
+                name.blocked_until = slot + self.limits.interval
+                pair.blocked_until = slot
+            for row in (by_address, pair, name):
+                row.failures += 1
+                row.last_failure = now
+            if by_address.failures >= self.limits.per_address:
+                doublings = by_address.failures - self.limits.per_address
+                block = min(self.limits.first_block * 2**doublings, self.limits.max_block)
+                by_address.blocked_until = now + block
+            return Admission(wait=(slot - now).total_seconds())
 
-    def record_success(self, username: str) -> None:
-        with self._database.session() as session:
-            row = session.get(LoginThrottle, ("user", username))
-            if row is not None:
-                session.delete(row)
-
-    def _bump(self, session: Session, scope: str, key: str, limit: int, now: datetime) -> int:
+    def _row(self, session: Session, scope: str, key: str, now: datetime) -> LoginThrottle:
         row = session.get(LoginThrottle, (scope, key), with_for_update=True)
         if row is None:
             row = LoginThrottle(scope=scope, key=key, failures=0, last_failure=now)
             session.add(row)
             session.flush()
         elif now - row.last_failure > self.limits.window:
-            row.failures, row.blocked_until = 0, None
-        row.failures += 1
-        row.last_failure = now
-        if row.failures >= limit:
-            doublings = row.failures - limit
-            block = min(self.limits.first_block * 2**doublings, self.limits.max_block)
-            row.blocked_until = now + block
-        return row.failures
+            row.failures = 0
+            if row.blocked_until is not None and row.blocked_until <= now:
+                row.blocked_until = None
+        return row
+
+    def record_success(self, username: str, address: str) -> None:
+        """The password was right: give back the count its admission took."""
+        with self._database.session() as session:
+            for scope, key in (("address", address), ("user", username)):
+                row = session.get(LoginThrottle, (scope, key), with_for_update=True)
+                if row is not None:
+                    row.failures = max(row.failures - 1, 0)
+
+    def record_failure(self) -> None:
+        """A wrong password (already counted): forget what no longer counts."""
+        now = utcnow()
+        with self._database.session() as session:
+            session.execute(
+                delete(LoginThrottle).where(
+                    LoginThrottle.last_failure < now - self.limits.window,
+                    or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
+                )
+            )
 
 
-def _keys(username: str, address: str) -> ColumnElement[bool]:
-    return or_(
-        and_(LoginThrottle.scope == "user", LoginThrottle.key == username),
-        and_(LoginThrottle.scope == "address", LoginThrottle.key == address),
-    )
+def _pair(username: str, address: str) -> str:
+    # a name is up to 255 characters, as the key is: hashed together with the address
+    return hashlib.sha256(f"{address}\0{username}".encode()).hexdigest()
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(math.ceil(delta.total_seconds()), 1)
+
