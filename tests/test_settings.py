@@ -23,6 +23,7 @@ from tests.support.users import UserFactory
         ("COW_STRATEGY", "hardlink"),
         ("MAX_CONCURRENT_JOBS", "0"),
         ("DATABASE_URL", "mysql://x"),
+        ("TRUSTED_PROXIES", "nginx"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(
@@ -51,6 +52,16 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     settings = Settings()
     assert settings.MAX_CONCURRENT_JOBS == 7
     assert settings.ALLOWED_USERS == ["a", "b"]
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().TRUSTED_PROXIES == []  # none by default, not even loopback
+    monkeypatch.setenv("TRUSTED_PROXIES", "172.30.87.2, 10.1.0.0/16,::1")
+    assert [str(n) for n in Settings().TRUSTED_PROXIES] == [
+        "172.30.87.2/32",
+        "10.1.0.0/16",
+        "::1/128",
+    ]
 
 
 def test_generated_key_is_kept_with_mode_0600(

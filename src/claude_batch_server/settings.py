@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         try:
-            return [ip_network(item) for item in _comma_list(value)]  # type: ignore[union-attr]
+            return [ip_network(item.strip()) for item in value.split(",") if item.strip()]
         except ValueError as error:  # a host name or a network with host bits set
             raise ValueError(f"not an IP address or network: {error}") from None
 

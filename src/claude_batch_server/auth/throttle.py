@@ -25,12 +25,14 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import LoginThrottle, utcnow
+
+PRUNE_BATCH = 1000  # stale rows forgotten per failure, at most
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,21 @@ class Throttle:
                     row.failures = max(row.failures - 1, 0)
 
     def record_failure(self) -> None:
-        """A wrong password (already counted): forget what no longer counts."""
+        """A wrong password (already counted): forget what no longer counts. Rows that an
+        admission holds are skipped, not waited for, so that no two deadlock."""
         now = utcnow()
         with self._database.session() as session:
-            session.execute(
-                delete(LoginThrottle).where(
+            stale = session.scalars(
+                select(LoginThrottle)
+                .where(
                     LoginThrottle.last_failure < now - self.limits.window,
                     or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
                 )
+                .limit(PRUNE_BATCH)
+                .with_for_update(skip_locked=True)
             )
+            for row in stale:
+                session.delete(row)
 
 
 def _pair(username: str, address: str) -> str:
@@ -128,4 +136,3 @@ def _pair(username: str, address: str) -> str:
 
 def _seconds(delta: timedelta) -> int:
     return max(math.ceil(delta.total_seconds()), 1)
-
