@@ -68,7 +68,7 @@ def test_stale_rows_are_forgotten(throttle: Throttle, database_url: str) -> None
         with database.session() as session:
             for row in session.scalars(select(LoginThrottle)):
                 row.last_failure = utcnow() - LIMITS.window - timedelta(seconds=1)
-        throttle.record_failure()
+        throttle.prune()
         with database.read() as session:
             assert session.scalar(select(func.count()).select_from(LoginThrottle)) == 0
     finally:

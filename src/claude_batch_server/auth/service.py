@@ -74,7 +74,7 @@ class AuthService:
             await anyio.to_thread.run_sync(self._throttle.record_success, username, address)
             await self._audit(username, address, "login", "success")
             return self._tokens.issue(username)
-        await anyio.to_thread.run_sync(self._throttle.record_failure)
+        await anyio.to_thread.run_sync(self._throttle.prune)
         await self._audit(username, address, "login", "refused" if refusal else "failed")
         await anyio.sleep(max(0.0, started + FAILURE_FLOOR - time.monotonic()))
         raise Unauthenticated(BAD_LOGIN)

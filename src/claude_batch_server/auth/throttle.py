@@ -111,9 +111,10 @@ class Throttle:
                 if row is not None:
                     row.failures = max(row.failures - 1, 0)
 
-    def record_failure(self) -> None:
-        """A wrong password (already counted): forget what no longer counts. Rows that an
-        admission holds are skipped, not waited for, so that no two deadlock."""
+    def prune(self) -> None:
+        """Forget what no longer counts; called after a wrong password (its failure was
+        counted at admission). Rows an admission holds are skipped, not waited for, so
+        that no two deadlock."""
         now = utcnow()
         with self._database.session() as session:
             stale = session.scalars(
