@@ -7,6 +7,8 @@ import socket
 
 from tests.jobs.conftest import JobWorldFactory
 from tests.security.conftest import Attacks
+from tests.support.api import Api
+from tests.support.users import UserFactory
 
 
 def raw_request(port: int, data: bytes) -> bytes:
@@ -118,11 +120,32 @@ HOSTILE_HEADERS: list[dict[str, bytes]] = [
 ]
 
 
-def test_every_route_with_hostile_headers(job_world: JobWorldFactory, attacks: Attacks) -> None:
+# Times an admin may ask the audit trail for: every one answers, none is a 5xx.
+ODD_TIMES = [
+    "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59.999999+14:00",
+    "2020-01-01T00:00:00-23:59",
+    "2020-01-01",
+    "1e20",
+    "-99999999999",
+    str(2**64),
+]
+
+
+def test_every_route_with_hostile_headers(
+    job_world: JobWorldFactory, users: UserFactory, attacks: Attacks
+) -> None:
     """Every route of the OpenAPI document (and the pages outside it) under every hostile
     header: never a 5xx."""
-    world = job_world()
+    admins = users.group()
+    world = job_world(ADMIN_GROUP=admins)
     alice = world.member()
+    admin = Api(world.server, users.create(groups=(admins,)))
+    world.apis.append(admin)
+    for since in ODD_TIMES:
+        response = admin.http.get("/audit", params={"since": since, "limit": 5})
+        attacks.tried()
+        assert response.status_code < 500, (since, response.text)
     job_id = alice.create_job(alice.repo, "a job to poke at")["jobId"]
     paths = alice.http.get("/openapi.json").json()["paths"]
     calls = [("GET", path) for path in ("/", "/ui/", "/health", "/metrics", "/swagger")]
