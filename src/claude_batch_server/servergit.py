@@ -63,6 +63,8 @@ PINNED: Final = (
     ("core.quotePath", "false"),
     ("diff.external", ""),
     ("submodule.recurse", "false"),
+    # a nested repository is looked into with its own configuration: never
+    ("diff.ignoreSubmodules", "all"),
 )
 
 # What a stored repository's git dir keeps; all of it is data git reads, none runs.

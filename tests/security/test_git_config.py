@@ -158,7 +158,13 @@ def test_diff_runs_nothing_a_job_wrote(
                 'printf "* filter=x diff=x\\n" > .gitattributes && mkdir -p .git/info && '
                 'printf "* filter=x diff=x\\n" > .git/info/attributes && '
                 "mkdir -p .git/hooks && cp /dev/null .git/hooks/pre-commit && "
-                'printf "changed by the job\\n" >> README.md'
+                'printf "changed by the job\\n" >> README.md && '
+                # a repository of its own inside, whose git would run its configuration
+                "mkdir sub && cd sub && git init -q && echo x > f && git add f && "
+                "git -c user.name=a -c user.email=a@example.invalid commit -qm s && "
+                f'printf "[core]\\n\\tfsmonitor = {fsmonitor}\\n'
+                f'[filter \\"x\\"]\\n\\tclean = {clean}\\n" >> .git/config && '
+                'printf "* filter=x\\n" > .gitattributes && echo y >> f'
             ),
             text("done"),
         ],
@@ -166,6 +172,8 @@ def test_diff_runs_nothing_a_job_wrote(
     (marks / "included.config").write_text(f"[core]\n\tfsmonitor = {fsmonitor}\n")
     job = alice.run(alice.repo, f"plant {script}")["jobId"]
     assert alice.wait_ended(job)["status"] == "completed"
+    nested = alice.http.get(f"/jobs/{job}/files", params={"path": "sub"}).json()
+    assert {".git", ".gitattributes", "f"} <= {entry["name"] for entry in nested}, nested
     for path in marks.iterdir():  # what ran inside the job, as the job, was its own business
         if path.name[0].isdigit():
             path.unlink()

@@ -95,5 +95,5 @@ def diff_workspace(account: Account, workspace: Path, commit: str) -> bytes:
         git.run(["read-tree", commit], env=env)
         git.run(["add", "--all", "--intent-to-add"], env=env)
         pathspec = ["--", ".", f":(exclude,top){IMAGE_DIR}"]
-        diff = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", commit, *pathspec]
-        return git.run(diff, env=env)
+        diff = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all"]
+        return git.run([*diff, commit, *pathspec], env=env)
