@@ -240,7 +240,7 @@ def _config(object_format: str | None) -> str:
     lines = [_MARK]
     version = 1 if object_format else 0
     lines += ["[core]", f"\trepositoryformatversion = {version}", "\tbare = false"]
-    lines += ["\tfilemode = true", "\tlogallrefupdates = false"]
+    lines += ["\tfilemode = true", "\tlogallrefupdates = true"]
     if object_format:
         lines += ["[extensions]", f"\tobjectformat = {object_format}"]
     return "\n".join(lines) + "\n"
