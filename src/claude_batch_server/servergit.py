@@ -61,7 +61,6 @@ PINNED: Final = (
     ("core.attributesFile", "/dev/null"),
     ("core.excludesFile", "/dev/null"),
     ("core.quotePath", "false"),
-    ("diff.external", ""),
     ("submodule.recurse", "false"),
     # a nested repository is looked into with its own configuration: never
     ("diff.ignoreSubmodules", "all"),
