@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
+from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import Api
 
@@ -99,3 +100,23 @@ def test_a_job_without_a_workspace_has_no_files(job_world: JobWorldFactory) -> N
     job = alice.create_job(alice.repo, "not started")
     assert alice.http.get(f"/jobs/{job['jobId']}/files").status_code == 404
     assert alice.http.get(f"/jobs/{job['jobId']}/diff").status_code == 404
+
+
+def test_diff_of_a_job_with_images(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    """The images the server put in the workspace are not the job's changes: left out of the
+    diff, which works (it answered 503 for every job with images)."""
+    fake_anthropic.add_script(
+        "change-with-image", [bash("echo 'seen the picture' >> README.md"), text("Done.")]
+    )
+    alice = job_world().member()
+    job = alice.create_job(alice.repo, f"Look {marker('change-with-image')}")["jobId"]
+    png = ("file", ("shot.png", tiny_png(), "image/png"))
+    assert alice.http.post(f"/jobs/{job}/images", files=[png]).status_code == 201
+    alice.start(job)
+    assert alice.wait_ended(job)["status"] == "completed"
+    diff = alice.http.get(f"/jobs/{job}/diff")
+    assert diff.status_code == 200, diff.text
+    assert "+seen the picture" in diff.text
+    assert "claude-batch" not in diff.text and "shot.png" not in diff.text

@@ -1,7 +1,11 @@
 """The Claude Code command line, environment and standard input of one run.
 
-Option values go in `--flag=value` form, so none can be taken for a flag of its own, and
-the prompt goes on standard input, never through a shell.
+Every local user reads every command line (`ps`, /proc/PID/cmdline), so nothing a user
+wrote goes into one: the prompt goes on standard input, and the options a user writes
+(model, allowed and disallowed tools, the appended system prompt) go into files that only
+the job's user can read (`Command.files`: the job's own process writes them into a
+private folder and adds `--flag=path`). What stays in argv is the server's: constant
+flags, the number of turns, the session id Claude Code chose (checked to be one).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,7 @@ BASE_ARGS = [
     "--dangerously-skip-permissions",
 ]
 PASSED_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -33,25 +39,44 @@ class Image:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    files: dict[str, str]  # flag -> the content of the file whose path the flag is given
+
+
 def arguments(
     command: str, options: Mapping[str, Any], session_id: str | None, images: bool
-) -> list[str]:
+) -> Command:
     argv = [command, *BASE_ARGS]
-    if options.get("model"):
-        argv.append(f"--model={options['model']}")
     if options.get("maxTurns"):
         argv.append(f"--max-turns={int(options['maxTurns'])}")
-    if options.get("allowedTools"):
-        argv.append(f"--allowedTools={','.join(options['allowedTools'])}")
-    if options.get("disallowedTools"):
-        argv.append(f"--disallowedTools={','.join(options['disallowedTools'])}")
-    if options.get("appendSystemPrompt"):
-        argv.append(f"--append-system-prompt={options['appendSystemPrompt']}")
     if session_id:
+        if not SESSION_ID.fullmatch(session_id):
+            raise ValueError(f"not a Claude Code session id: {session_id[:80]!r}")
         argv.append(f"--resume={session_id}")
     if images:
         argv.append("--input-format=stream-json")
-    return argv
+    files = {}
+    settings = _settings(options)
+    if settings:
+        files["--settings"] = json.dumps(settings)
+    if options.get("appendSystemPrompt"):
+        files["--append-system-prompt-file"] = options["appendSystemPrompt"]
+    return Command(argv, files)
+
+
+def _settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Claude Code settings for the options a user chose: the model, and the tools as
+    permission rules (what --allowedTools and --disallowedTools add)."""
+    settings: dict[str, Any] = {}
+    if options.get("model"):
+        settings["model"] = options["model"]
+    rules = {"allow": options.get("allowedTools"), "deny": options.get("disallowedTools")}
+    permissions = {kind: list(tools) for kind, tools in rules.items() if tools}
+    if permissions:
+        settings["permissions"] = permissions
+    return settings
 
 
 def environment(account: Account, server_env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -190,9 +190,10 @@ class JobExecutor:
             path = self._workspaces.workspace_path(job.id)
         images = [self._image(job.id, name) for name in job.images] if first else []
         session = None if first else job.session_id
-        argv = command.arguments(self._claude_command, job.options, session, bool(images))
+        line = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
-        return RunSpec(argv, command.environment(account), path, account, stdin), commit
+        env = command.environment(account)
+        return RunSpec(line.argv, env, path, account, stdin, line.files), commit
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()

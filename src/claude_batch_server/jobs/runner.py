@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +50,9 @@ class RunSpec:
     cwd: Path
     account: Account
     stdin: bytes
+    # flag -> content: written by the job's own process into a folder only its user reads,
+    # and passed as `flag=path`, never in the command line (see `command`)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 class SpawnError(RuntimeError):
@@ -212,6 +215,7 @@ def _request(request_id: int, spec: RunSpec) -> spawner.Request:
     return spawner.Request(
         id=request_id,
         argv=spec.argv,
+        files=spec.files,
         env=spec.env,
         cwd=str(spec.cwd),
         uid=account.uid,

@@ -27,6 +27,7 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any, TypedDict
 
 from claude_batch_server.jobs import reaper
@@ -39,6 +40,7 @@ NO_START = 127  # the exit code of a job whose process could not be set up
 class Request(TypedDict):
     id: int
     argv: list[str]
+    files: dict[str, str]  # flag -> content, passed as flag=<a private file of the user's>
     env: dict[str, str]
     cwd: str
     uid: int
@@ -167,11 +169,26 @@ def _become_job(request: Request, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()  # posix_spawnp searches the PATH of this process: the user's
         os.environ.update(request["env"])
-        status = reaper.reap(request["argv"], request["env"], request["grace"])
+        with tempfile.TemporaryDirectory(prefix="claude-batch-") as private:  # 0700, ours
+            argv = [*request["argv"], *_write_files(private, request["files"])]
+            status = reaper.reap(argv, request["env"], request["grace"])
     except BaseException as error:  # whatever it is, the job's stderr tells it
         os.write(2, f"claude-batch-server: the job could not start: {error}\n".encode())
     finally:
         os._exit(status)
+
+
+def _write_files(folder: str, files: dict[str, str]) -> list[str]:
+    """Each content in a file of its own in `folder`, readable by the user alone; returns
+    the `flag=path` arguments that name them."""
+    arguments = []
+    for number, (flag, content) in enumerate(files.items()):
+        path = f"{folder}/{number}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8", errors="replace") as file:
+            file.write(content)
+        arguments.append(f"{flag}={path}")
+    return arguments
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from claude_batch_server.jobs.command import SESSION_ID
+
 MAX_LINE = 8 * 1024 * 1024  # a longer line is cut and kept raw, never dropped
 
 
@@ -40,7 +42,8 @@ class RunResult:
 
     def absorb(self, event: dict[str, Any]) -> None:
         session = event.get("session_id")
-        if isinstance(session, str) and session:
+        # the next run's command line names it, which every local user reads: an id only
+        if isinstance(session, str) and SESSION_ID.fullmatch(session):
             self.session_id = session
         if event.get("type") == "result":
             self._take_result(event)

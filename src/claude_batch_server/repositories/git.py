@@ -1,18 +1,13 @@
-"""git, always run as a user: the registering user for clones, never root.
-
-A repository's `.git/config` is written by whoever cloned it, and settings such as
-`core.fsmonitor` run commands; so the server never runs git as root on a tree a user wrote.
-"""
+"""git as a user: the registering user's clone, with their own configuration (it runs as
+them, in a folder of theirs), and a workspace's diff, with the server's (`servergit`)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
 from claude_batch_server.repositories.validation import redact
 
@@ -22,8 +17,7 @@ ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 ERROR_TAIL = 2000  # characters of git's stderr kept as the repository's error
 
 
-class GitError(Exception):
-    pass
+GitError = servergit.GitError
 
 
 @dataclass(frozen=True)
@@ -87,71 +81,19 @@ def head(account: Account, repo: Path) -> Head:
     return Head(commit.strip(), branch.strip())
 
 
-MAX_DIFF = 64 * 1024 * 1024
-DIFF_TIMEOUT = 300
+IMAGE_DIR = ".claude-batch"  # the job's images: the server put them there, not the job
 
 
 def diff_workspace(account: Account, workspace: Path, commit: str) -> bytes:
-    """What a workspace changed against `commit`, new untracked files included, run as the
-    workspace's user. A throwaway index keeps the workspace's own index untouched."""
-    index = workspace / ".git" / f"cbs-diff-{os.getpid()}-{threading.get_ident()}.index"
-    env = {**environment(account), "GIT_INDEX_FILE": str(index)}
-    base = [
-        "git",
-        "-c",
-        "core.hooksPath=/dev/null",
-        "-c",
-        f"safe.directory={workspace}",
-        "-c",
-        "core.fsmonitor=false",
-        "-c",
-        "core.quotePath=false",
-    ]
-    steps = [
-        ["read-tree", commit],
-        ["add", "--all", "--", ".", ":!.claude-batch"],
-        ["diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", commit],
-    ]
-    output = b""
-    try:
-        for args in steps:
-            output = _run_bounded(account, [*base, *args], workspace, env)
-    finally:
-        index.unlink(missing_ok=True)
-    return output
-
-
-def _run_bounded(account: Account, command: list[str], cwd: Path, env: dict[str, str]) -> bytes:
-    """Runs `command` as `account`; its output is read up to MAX_DIFF bytes, and it is
-    killed past DIFF_TIMEOUT seconds or that many bytes."""
-    with (
-        tempfile.TemporaryFile() as errors,
-        subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            user=account.uid,
-            group=account.gid,
-            extra_groups=list(account.supplementary_gids),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            start_new_session=True,
-        ) as process,
-    ):
-        assert process.stdout is not None
-        timer = threading.Timer(DIFF_TIMEOUT, process.kill)
-        timer.start()
-        try:
-            output = process.stdout.read(MAX_DIFF + 1)
-            if len(output) > MAX_DIFF:
-                process.kill()
-                raise GitError(f"the diff is larger than {MAX_DIFF // (1024 * 1024)} MiB")
-            process.wait()
-        finally:
-            timer.cancel()
-        if process.returncode != 0:
-            errors.seek(0)
-            message = errors.read(ERROR_TAIL * 4).decode("utf-8", "replace").strip()
-            raise GitError(redact(message[-ERROR_TAIL:]) or f"git exited {process.returncode}")
-    return output
+    """What a workspace changed against `commit`, new untracked files included, as the
+    workspace's user and with a git dir of the server's own (`servergit.borrowed`): the
+    job wrote the workspace's `.git`, and none of it runs here. An index of ours, at
+    `commit`, with intent-to-add entries for new files: nothing is hashed into any store."""
+    user = servergit.RunAs(account.uid, account.gid, account.supplementary_gids)
+    with servergit.borrowed(workspace, user) as git:
+        env = {"GIT_INDEX_FILE": str(git.scratch / "index")}
+        git.run(["read-tree", commit], env=env)
+        git.run(["add", "--all", "--intent-to-add"], env=env)
+        pathspec = ["--", ".", f":(exclude,top){IMAGE_DIR}"]
+        diff = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all"]
+        return git.run([*diff, commit, *pathspec], env=env)

@@ -5,18 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 from claude_batch_server.errors import ServiceError
-
-# How the engine runs git: with the repository's own configuration only, never a global one
-# that a tree could supply through HOME, nor the system's.
-GIT_ENV: Final = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": "/nonexistent",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
 
 
 class WorkspaceError(ServiceError):

@@ -7,16 +7,16 @@ import errno
 import fcntl
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
 from claude_batch_server.settings import CowStrategy
 from claude_batch_server.workspaces import btrfs, linux, probe, trees
-from claude_batch_server.workspaces.base import GIT_ENV, Job, WorkspaceError
+from claude_batch_server.workspaces.base import Job, WorkspaceError
 from claude_batch_server.workspaces.layout import (
     Layout,
     Record,
@@ -41,6 +41,7 @@ class WorkspaceEngine:
         self._layout = Layout(data_dir)
         self._layout.prepare()
         self._sweep_scratch()
+        self._own_stored_git_dirs()
         self._filesystem = linux.filesystem_type(data_dir)
         with self._scratch() as scratch:
             self._available = probe.available(scratch)
@@ -69,6 +70,7 @@ class WorkspaceEngine:
             trees.seal_tree(tree)
             if not (tree / ".git").is_dir() or (tree / ".git").is_symlink():
                 raise WorkspaceError(f"not a git checkout: {staging}")
+            servergit.own_git_dir(tree / ".git")  # its maker's configuration runs nowhere
             stored = self._store(tree, scratch / "stored")
             _record_head(stored)
             with self._lock(name, exclusive=True):
@@ -253,6 +255,16 @@ class WorkspaceEngine:
         finally:
             trees.remove_tree(path)
 
+    def _own_stored_git_dirs(self) -> None:
+        """Trees stored before adoption rewrote their git dir still have their maker's
+        configuration: made the server's own once, at start."""
+        trees_ = [*_dirs(self._layout.repos)]
+        trees_ += [tree for top in _dirs(self._layout.kept) for tree in _dirs(top)]
+        for tree in trees_:
+            git_dir = tree / ".git"
+            if git_dir.is_dir() and not git_dir.is_symlink() and not servergit.is_own(git_dir):
+                servergit.own_git_dir(git_dir)
+
     def _sweep_scratch(self) -> None:
         """Delete the scratch directories of processes that died before they could."""
         for path in _dirs(self._layout.scratch):
@@ -293,14 +305,9 @@ def _recorded_head(tree: Path) -> str | None:
 
 
 def _head(tree: Path) -> str | None:
-    """The commit checked out in a stored tree (root's: git runs nothing of it for this)."""
-    result = subprocess.run(
-        ["git", "-C", str(tree), "rev-parse", "--verify", "--quiet", "HEAD"],
-        env=GIT_ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
+    """The commit checked out in a stored tree, whose git dir is the server's own."""
+    try:
+        output = servergit.run(["rev-parse", "--verify", "--quiet", "HEAD"], git_dir=tree / ".git")
+    except servergit.GitError:
         return None
-    return result.stdout.strip() or None
+    return output.decode().strip() or None

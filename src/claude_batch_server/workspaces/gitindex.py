@@ -7,15 +7,15 @@ strategy hands the result to the user's later workspaces."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
-import subprocess
 from pathlib import Path
 from typing import Final
 
+from claude_batch_server import servergit
 from claude_batch_server.workspaces import trees
-from claude_batch_server.workspaces.base import GIT_ENV
 from claude_batch_server.workspaces.linux import opened
 
 _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -23,22 +23,15 @@ _CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os
 
 
 def refresh(workspace: Path, uid: int, gid: int) -> None:
-    """Bring the index of `workspace` up to date with its files. git runs as the user --
-    it may run filters the repository configures, which root must not -- so `workspace`
-    must be a path the user can reach. A failure costs only speed (git refreshes on its
-    next status), so it is not an error."""
-    subprocess.run(
-        ["git", "update-index", "-q", "--refresh"],
-        cwd=workspace,
-        user=uid,
-        group=gid,
-        extra_groups=[],
-        env=GIT_ENV,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-    )
+    """Bring the index of `workspace` up to date with its files, as the user (`workspace`
+    must be a path the user can reach) and with the server's configuration, never the
+    workspace's (`servergit`). A failure costs only speed (git refreshes on its next
+    status), so it is not an error."""
+    user = servergit.RunAs(uid, gid)
+    with servergit.borrowed(workspace, user) as git:
+        index = {"GIT_INDEX_FILE": str(workspace / ".git" / "index")}
+        with contextlib.suppress(servergit.GitError):
+            git.run(["update-index", "-q", "--refresh"], env=index)
 
 
 def save(workspace: Path, directory: Path, name: str, uid: int, gid: int) -> None:

@@ -118,12 +118,24 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
 
 def seal_tree(root: Path) -> None:
     """Make a tree someone else wrote fit to be stored: owned by root, writable by root
-    alone, no set-id bits, no special files, and no hard link to a file outside it (a local
-    `git clone` hard-links objects of the source repository, which must stay untouched)."""
+    alone, no set-id bits, no special files, no hard link to a file outside it (a local
+    `git clone` hard-links objects of the source repository, which must stay untouched),
+    and no `.git` below its top: a clone checks none out, and one planted there would be a
+    repository whose configuration its maker wrote."""
     with opened(root) as root_fd:
         for parent, name, st in walk(root_fd):
-            _seal(parent, name, st)
+            if name == ".git" and parent != root_fd:
+                _remove_entry(parent, name, st)
+            else:
+                _seal(parent, name, st)
         _seal_open(root_fd)
+
+
+def _remove_entry(parent: int, name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        _remove_dir(parent, name)
+    else:
+        os.unlink(name, dir_fd=parent)
 
 
 def _seal(parent: int, name: str, st: os.stat_result) -> None:

@@ -22,6 +22,7 @@ from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.store.tables import Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+MAX_SEQ = 2**63 - 1  # the largest sequence number a database column holds
 
 
 def job_response(job: Job, position: int | None) -> JobResponse:
@@ -153,7 +154,7 @@ async def job_events(
     job: OwnedJob,
     services: ServicesDep,
     follow: bool = True,
-    last_event_id: Annotated[int, Header(ge=0)] = 0,
+    last_event_id: Annotated[int, Header(ge=0, le=MAX_SEQ)] = 0,
 ) -> Any:
     """Server-Sent Events (`id:` = sequence number; `Last-Event-ID` resumes), ending once
     the job has ended; with `follow=false`, the events so far as a JSON list."""

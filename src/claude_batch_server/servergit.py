@@ -1,0 +1,275 @@
+"""git with the server's own configuration: the one way the server runs git over a tree
+that a user or a job wrote (a stored repository, a workspace).
+
+git reads the configuration of the repository it works in, and settings there run
+commands: `core.fsmonitor`, filters, diff drivers, `include.path` to anything, hooks; so do
+`info/attributes` and the `.gitattributes` of the tree, which name filters and drivers.
+No switch makes git ignore a repository's own configuration, so git never gets to see one
+the server did not write:
+
+* a stored repository's git dir is made the server's own when it is adopted
+  (`own_git_dir`): a configuration written here, no hooks, no `info/`, nothing but HEAD,
+  refs, objects, the index and the shallow list;
+* a workspace belongs to its job, whose `.git` is never used as a git dir: `Borrowed`
+  is a git dir of the server's making (HEAD, config, the workspace's objects reached
+  through an alternates file) with the workspace as work tree.
+
+And always: no system or global configuration nor attributes (the environment below),
+`-c` for what a default would read from HOME, no hooks, no fsmonitor, no external diff or
+textconv. An in-tree `.gitattributes` may then name a filter or a diff driver: the
+configuration defines none, so none runs. (git 2.32+: GIT_CONFIG_GLOBAL.)
+
+`Borrowed.run` is what a later feature that commits, formats a patch or pushes from a
+workspace calls, with `config` for what it needs (`user.name`, say).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+from claude_batch_server.repositories.validation import redact
+
+ERROR_TAIL: Final = 2000  # characters of git's stderr kept in an error
+MAX_OUTPUT: Final = 64 * 1024 * 1024  # bytes of output read from one command
+TIMEOUT: Final = 300.0  # seconds one command may run
+
+ENVIRONMENT: Final = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/nonexistent",  # no ~/.gitconfig, ~/.config/git/{config,attributes,ignore}
+    "LANG": "C.UTF-8",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+
+# Settings whose defaults run or read something of a user's: pinned on every command.
+PINNED: Final = (
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("core.attributesFile", "/dev/null"),
+    ("core.excludesFile", "/dev/null"),
+    ("core.quotePath", "false"),
+    ("submodule.recurse", "false"),
+    # a nested repository is looked into with its own configuration: never
+    ("diff.ignoreSubmodules", "all"),
+)
+
+# What a stored repository's git dir keeps; all of it is data git reads, none runs.
+KEPT: Final = frozenset({"HEAD", "objects", "refs", "packed-refs", "index", "shallow"})
+# Inside `objects/`: these would lead git to objects elsewhere.
+DROPPED_FROM_OBJECTS: Final = ("info/alternates", "info/http-alternates")
+
+
+class GitError(Exception):
+    """git failed; the message carries git's own words (credentials redacted)."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account a command runs as; None in `run` means the server's own (root)."""
+
+    uid: int
+    gid: int
+    groups: Sequence[int] = ()
+
+
+def command(args: Sequence[str], config: Mapping[str, str] | None = None) -> list[str]:
+    """`git` with the pinned settings, then `config`, then `args`."""
+    argv = ["git"]
+    for key, value in (*PINNED, *(config or {}).items()):
+        argv += ["-c", f"{key}={value}"]
+    return [*argv, *args]
+
+
+def run(
+    args: Sequence[str],
+    *,
+    git_dir: Path,
+    work_tree: Path | None = None,
+    user: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
+    limit: int = MAX_OUTPUT,
+    timeout: float = TIMEOUT,
+) -> bytes:
+    """git `args` on the git dir `git_dir` -- which must be the server's own -- and the
+    work tree `work_tree`, as `user`. Output past `limit` bytes or a run past `timeout`
+    seconds kills it (GitError); so does a non-zero exit."""
+    environment = {**ENVIRONMENT, "GIT_DIR": str(git_dir), **(env or {})}
+    if work_tree is not None:
+        environment["GIT_WORK_TREE"] = str(work_tree)
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            command(args, config),
+            cwd=work_tree or git_dir,
+            env=environment,
+            user=None if user is None else user.uid,
+            group=None if user is None else user.gid,
+            extra_groups=None if user is None else list(user.groups),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,
+        ) as process,
+    ):
+        return _bounded(process, errors, args[0], limit, timeout)
+
+
+def _bounded(
+    process: subprocess.Popen[bytes], errors: IO[bytes], name: str, limit: int, timeout: float
+) -> bytes:
+    assert process.stdout is not None
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    try:
+        output = process.stdout.read(limit + 1)
+        if len(output) > limit:
+            process.kill()
+            raise GitError(f"git {name}: more than {limit // (1024 * 1024)} MiB of output")
+        process.wait()
+    finally:
+        timer.cancel()
+    if process.returncode < 0:
+        raise GitError(f"git {name} was stopped after {int(timeout)} s")
+    if process.returncode != 0:
+        errors.seek(0)
+        message = errors.read(ERROR_TAIL * 4).decode("utf-8", "replace").strip()
+        raise GitError(redact(message[-ERROR_TAIL:]) or f"git {name} exited {process.returncode}")
+    return output
+
+
+class Borrowed:
+    """A git dir of the server's making over a work tree someone else owns (a workspace):
+    HEAD and config are root's and read-only; `objects/` (where git may write, e.g. the
+    empty blob of an intent-to-add) and `work/` (for an index) belong to `user`, who
+    reaches the tree's own objects through an alternates file and nothing else of it."""
+
+    def __init__(self, root: Path, work_tree: Path, user: RunAs) -> None:
+        self.git_dir = root
+        self.work_tree = work_tree
+        self.user = user
+        self.scratch = root / "work"  # the user's: an index of ours goes here
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+        limit: int = MAX_OUTPUT,
+        timeout: float = TIMEOUT,
+    ) -> bytes:
+        """`run` with this git dir, work tree and user."""
+        return run(
+            args,
+            git_dir=self.git_dir,
+            work_tree=self.work_tree,
+            user=self.user,
+            env=env,
+            config=config,
+            limit=limit,
+            timeout=timeout,
+        )
+
+
+@contextlib.contextmanager
+def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Iterator[Borrowed]:
+    """A `Borrowed` git dir over `work_tree`, whose objects are in `objects` (default: its
+    own `.git/objects`), removed afterwards. It lives in the server's temporary folder, in
+    a directory of root's that others may pass through but not change."""
+    root = Path(tempfile.mkdtemp(prefix="cbs-git-"))
+    try:
+        root.chmod(0o711)
+        _write(root / "HEAD", "ref: refs/heads/detached\n")
+        _write(root / "config", _config(None))
+        (root / "refs").mkdir(mode=0o755)
+        for private in (root / "objects", root / "work"):
+            private.mkdir(mode=0o700)
+            os.chown(private, user.uid, user.gid)
+        (root / "objects" / "info").mkdir(mode=0o755)
+        source = objects or work_tree / ".git" / "objects"
+        _write(root / "objects" / "info" / "alternates", f"{source}\n")
+        yield Borrowed(root, work_tree, user)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def own_git_dir(git_dir: Path) -> None:
+    """Make the git dir of a sealed tree (root's, beyond its maker's reach) the server's own:
+    everything but `KEPT` removed, alternates too, and a configuration written here. A
+    symlink is never followed: the tree's maker chose where it points."""
+    object_format = _object_format(git_dir / "config")
+    for entry in git_dir.iterdir():
+        if entry.name not in KEPT or entry.is_symlink():
+            _remove(entry)
+    for name in DROPPED_FROM_OBJECTS:
+        _remove(git_dir / "objects" / name)
+    temporary = git_dir / ".config.new"
+    _write(temporary, _config(object_format))
+    temporary.rename(git_dir / "config")  # a new file: a descriptor kept on the old one
+    # writes nowhere that counts
+
+
+def is_own(git_dir: Path) -> bool:
+    """Whether `own_git_dir` made this git dir (its configuration starts with our mark)."""
+    config = git_dir / "config"
+    if config.is_symlink() or not config.is_file():
+        return False
+    with config.open("rb") as file:
+        return file.readline().rstrip(b"\n") == _MARK.encode()
+
+
+_MARK: Final = "# written by claude-batch-server: git here runs only what is written here"
+
+
+def _config(object_format: str | None) -> str:
+    lines = [_MARK]
+    version = 1 if object_format else 0
+    lines += ["[core]", f"\trepositoryformatversion = {version}", "\tbare = false"]
+    lines += ["\tfilemode = true", "\tlogallrefupdates = true"]
+    if object_format:
+        lines += ["[extensions]", f"\tobjectformat = {object_format}"]
+    return "\n".join(lines) + "\n"
+
+
+def _object_format(config: Path) -> str | None:
+    """sha256 if the clone's configuration says so (read with `--file`: no include is
+    followed, nothing runs); else None, git's default sha1."""
+    if config.is_symlink() or not config.is_file():
+        return None
+    result = subprocess.run(
+        ["git", "config", "--file", str(config), "--get", "extensions.objectformat"],
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "sha256" if result.stdout.strip().lower() == "sha256" else None
+
+
+def _write(path: Path, text: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o644)
+        file.write(text)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
