@@ -43,7 +43,8 @@ def test_register_a_local_repository(alice: Api, server: LiveServer) -> None:
     assert repo["size"] > 0 and repo["lastPull"]
     assert [r["name"] for r in alice.http.get("/repositories").json()] == ["demo"]
 
-    stored = server.data_dir / "repos" / "demo"
+    (stored,) = (server.data_dir / "repos").iterdir()  # filed under an id, not the name
+    assert stored.name != "demo"
     assert (stored / "README.md").read_text() == "# hello\n"
     for path in [stored, stored / "README.md", stored / "src"]:
         info = path.lstat()
@@ -129,4 +130,4 @@ def test_other_users_see_404_and_delete(alice: Api, users: UserFactory, server: 
         bob.close()
     assert alice.http.delete("/repositories/mine").status_code == 204
     assert alice.http.get("/repositories/mine").status_code == 404
-    assert not (server.data_dir / "repos" / "mine").exists()
+    assert list((server.data_dir / "repos").iterdir()) == []

@@ -91,7 +91,7 @@ class RepositoryService:
         for `*`); only admins name another owner, else 404 as for `visible`."""
         owner = owner or user.name
         if not (user.admin or owner == user.name):
-            raise NotFound(f"no repositories of {owner!r} found")
+            raise NotFound(f"repositories of {owner!r} not found")
         query: Select[tuple[Repository]] = select(Repository)
         if owner != EVERYONE:
             query = query.where(Repository.registered_by == owner)
