@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.fake_anthropic import marker
 from tests.jobs.conftest import JobWorld, JobWorldFactory
 from tests.security.conftest import Attacks
@@ -34,11 +36,21 @@ def ran(api: Api, job: dict[str, Any]) -> str:
     return str(job["jobId"])
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_two_users_each_own_a_shop(
-    job_world: JobWorldFactory, users: UserFactory, attacks: Attacks
+    job_world: JobWorldFactory,
+    users: UserFactory,
+    attacks: Attacks,
+    database: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     admins = users.group()
-    world = job_world(ADMIN_GROUP=admins)
+    settings = {"ADMIN_GROUP": admins}
+    if database == "postgres":
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres").create_database()
+    world = job_world(**settings)
     alice = shop_of(world)
     bob = shop_of(world)  # alice has `shop` already: no 409, nothing learnt, nothing squatted
     attacks.tried()
@@ -97,6 +109,17 @@ def test_two_users_each_own_a_shop(
     assert admin_job.status_code == 201, admin_job.text
     job = ran(admin, admin_job.json())
     assert readme_of_job(admin, job) == f"{alice.user.name}\n"
+
+    # names and owners no repository can have: a clear 4xx, never a 500 (NUL on PostgreSQL)
+    for api in (bob, admin):
+        for name, owner in (("a%00b", None), ("shop", "a\x00b"), ("shop", "*"), ("é", "x")):
+            params = {} if owner is None else {"owner": owner}
+            response = api.http.get(f"/repositories/{name}", params=params)
+            attacks.tried()
+            assert response.status_code in (400, 404), (name, owner, response.text)
+            assert response.json()["detail"]
+        bad = api.http.post("/jobs", json={"repository": "a\x00b", "prompt": "x"})
+        assert bad.status_code == 400, bad.text
 
     # bob's removal leaves alice's shop, and her jobs, alone
     assert bob.http.delete("/repositories/shop").status_code == 204

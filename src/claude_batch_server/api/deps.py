@@ -53,7 +53,10 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 OWNER_DESCRIPTION = "Whose repository (admins only; default: the caller's own)."
-Owner = Annotated[str | None, Query(max_length=255, description=OWNER_DESCRIPTION)]
+Owner = Annotated[
+    str | None,
+    Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$", description=OWNER_DESCRIPTION),
+]
 
 
 def owned_repository(

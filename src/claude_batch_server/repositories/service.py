@@ -28,7 +28,12 @@ from claude_batch_server.auth.service import User
 from claude_batch_server.errors import Conflict, NotFound
 from claude_batch_server.logs import log
 from claude_batch_server.repositories import git
-from claude_batch_server.repositories.validation import check_branch, check_name, check_url
+from claude_batch_server.repositories.validation import (
+    NAME,
+    check_branch,
+    check_name,
+    check_url,
+)
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Repository, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -75,7 +80,7 @@ class RepositoryService:
         the owner or the repository exists."""
         owner = owner or user.name
         repo = None
-        if user.admin or owner == user.name:
+        if (user.admin or owner == user.name) and NAME.fullmatch(name):  # else none can exist
             with self._database.read() as session:
                 repo = session.scalars(
                     select(Repository).where(
