@@ -22,8 +22,8 @@ def recover(services: Services) -> None:
 
 
 async def restart_clones(services: Services) -> None:
-    for name in services.repositories.resume_interrupted():
-        await anyio.to_thread.run_sync(services.repositories.clone, name)
+    for repo_id in services.repositories.resume_interrupted():
+        await anyio.to_thread.run_sync(services.repositories.clone, repo_id)
 
 
 async def retention_loop(services: Services) -> None:

@@ -49,8 +49,8 @@ class Services:
     metrics: Metrics
     spawner: Spawner
 
-    def active_jobs_of(self, repository: str) -> int:
-        return self.jobs.active_jobs_of(repository)
+    def active_jobs_of(self, repo_id: str) -> int:
+        return self.jobs.active_jobs_of(repo_id)
 
     def audit(
         self, user: User, address: str, action: str, target: str

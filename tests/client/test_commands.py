@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from tests.client.support import CliWorld
+from tests.client.support import Cli, CliWorld
 from tests.fake_anthropic import FakeAnthropic, Hang, marker
+from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import home_of, make_git_repo
+from tests.support.users import UserFactory
 
 
 def test_repository_commands(cli_world: CliWorld) -> None:
@@ -102,3 +105,42 @@ def test_exit_codes(cli_world: CliWorld, fake_anthropic: FakeAnthropic) -> None:
     elsewhere = cli.run("--server", "http://127.0.0.1:9", "whoami")  # the token stays home
     assert elsewhere.returncode == 3
     assert elsewhere.stderr.startswith("claude-batch: not logged in to http://127.0.0.1:9 ")
+
+
+def test_an_admin_names_the_owner(
+    job_world: JobWorldFactory, users: UserFactory, tmp_path: Path
+) -> None:
+    admins = users.group()
+    world = job_world(ADMIN_GROUP=admins)
+    alice = world.member()
+    admin, own = Cli(world.server, tmp_path / "admin"), Cli(world.server, tmp_path / "alice")
+    admin.login(users.create(groups=(admins,)))
+    own.login(alice.user)
+    try:
+        assert alice.repo not in admin.ok("repos", "list")  # an admin's own: none
+        assert alice.repo in admin.ok("repos", "list", "--owner", alice.user.name)
+        everyone = json.loads(admin.ok("repos", "list", "--owner", "*", "--json"))
+        assert (alice.repo, alice.user.name) in {(r["name"], r["registeredBy"]) for r in everyone}
+        shown = json.loads(
+            admin.ok("repos", "show", alice.repo, "--owner", alice.user.name, "--json")
+        )
+        assert shown["registeredBy"] == alice.user.name
+        job = json.loads(
+            admin.ok(
+                "run",
+                alice.repo,
+                f"Hi {marker('hello')}",
+                "--owner",
+                alice.user.name,
+                "-f",
+                "--json",
+            )
+        )
+        assert job["status"] == "completed" and job["repository"] == alice.repo
+
+        theirs = own.run("repos", "list", "--owner", "*")  # not an admin: as if nothing
+        assert theirs.returncode == 1 and "not found" in theirs.stderr
+        assert own.run("run", alice.repo, "x", "--owner", "root").returncode == 1
+    finally:
+        admin.close()
+        own.close()

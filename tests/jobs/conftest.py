@@ -41,7 +41,7 @@ class JobWorld:
     apis: list[Api]
 
     def member(self, files: dict[str, str] | None = None) -> Api:
-        """A new user with a ready repository of their own (names are server-wide)."""
+        """A new user with a ready repository of their own, named after them."""
         api = Api(self.server, self.users.create())
         self.apis.append(api)
         source = make_git_repo(home_of(api.user), api.user, files)

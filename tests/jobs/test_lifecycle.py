@@ -12,7 +12,7 @@ import httpx
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
-from tests.support.api import git
+from tests.support.api import git, stored_repository
 
 
 def workspace(world_dir: Path, job_id: str) -> Path:
@@ -38,7 +38,8 @@ def test_a_job_writes_a_file_as_its_user(job_world: JobWorldFactory) -> None:
     written = workspace(world.server.data_dir, job["jobId"]) / "hello.txt"
     assert written.read_text() == "hello world\n"
     assert written.stat().st_uid == alice.user.uid
-    assert not (world.server.data_dir / "repos" / alice.repo / "hello.txt").exists()
+    stored = stored_repository(world.server, alice.user.name, alice.repo)
+    assert (stored / "README.md").exists() and not (stored / "hello.txt").exists()
 
     events = alice.events(job["jobId"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -227,7 +228,7 @@ def test_the_agent_cannot_touch_the_repository(
 ) -> None:
     world = job_world()
     alice = world.member()
-    stored = world.server.data_dir / "repos" / alice.repo
+    stored = stored_repository(world.server, alice.user.name, alice.repo)
     before = subprocess.run(
         ["sha256sum", "README.md"], cwd=stored, capture_output=True, text=True, check=True
     ).stdout

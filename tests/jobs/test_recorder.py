@@ -26,7 +26,15 @@ def database(database_url: str) -> Iterator[Database]:
     migrate.upgrade(database)
     with database.session() as session:
         session.add(
-            Job(id="j1", user="u", repository="r", prompt="p", run_prompt="p", status="running")
+            Job(
+                id="j1",
+                user="u",
+                repository="r",
+                repository_id="r",
+                prompt="p",
+                run_prompt="p",
+                status="running",
+            )
         )
     yield database
     database.close()

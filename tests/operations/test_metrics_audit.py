@@ -76,6 +76,11 @@ def test_audit_trail_of_operations(job_world: JobWorldFactory, users: UserFactor
     ]
     assert {entry["address"] for entry in trail} == {"127.0.0.1"}
     assert trail[0]["target"] == job_id
+    repository = f"{alice.user.name}/{alice.repo}"  # names are per owner: both are told
+    assert [e["target"] for e in trail if e["action"].startswith("repository.")] == [
+        repository,
+        repository,
+    ]
     limited = admin.http.get("/audit", params={"limit": 2}).json()
     assert len(limited) == 2 and limited[0]["time"] >= limited[1]["time"]
     assert admin.http.get("/audit", params={"since": "2999-01-01T00:00:00Z"}).json() == []

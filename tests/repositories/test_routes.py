@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ def test_register_a_local_repository(alice: Api, server: LiveServer) -> None:
     assert repo["size"] > 0 and repo["lastPull"]
     assert [r["name"] for r in alice.http.get("/repositories").json()] == ["demo"]
 
-    stored = server.data_dir / "repos" / "demo"
+    (stored,) = (server.data_dir / "repos").iterdir()  # filed under an id, not the name
+    assert stored.name != "demo"
     assert (stored / "README.md").read_text() == "# hello\n"
     for path in [stored, stored / "README.md", stored / "src"]:
         info = path.lstat()
@@ -129,4 +131,25 @@ def test_other_users_see_404_and_delete(alice: Api, users: UserFactory, server: 
         bob.close()
     assert alice.http.delete("/repositories/mine").status_code == 204
     assert alice.http.get("/repositories/mine").status_code == 404
-    assert not (server.data_dir / "repos" / "mine").exists()
+    assert list((server.data_dir / "repos").iterdir()) == []
+
+
+def test_clones_cut_by_a_restart_finish_for_their_own_owner(
+    alice: Api, users: UserFactory, server: LiveServer
+) -> None:
+    bob = Api(server, users.create())
+    try:
+        commits = {}
+        for api in (alice, bob):
+            source = make_git_repo(home_of(api.user), api.user, {"who.txt": api.user.name})
+            commits[api.user.name] = api.ready_repository("shop", source)["commit"]
+        assert len(set(commits.values())) == 2
+        server.stop()
+        with sqlite3.connect(server.data_dir / "server.db") as db:  # as a cut clone leaves it
+            db.execute("""UPDATE repositories SET status = 'cloning', "commit" = NULL""")
+        server.start()
+        for api in (alice, bob):
+            repo = api.wait_repository("shop")
+            assert (repo["status"], repo["commit"]) == ("ready", commits[api.user.name])
+    finally:
+        bob.close()

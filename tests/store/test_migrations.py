@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
-from sqlalchemy import inspect, text
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, MetaData, delete, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Base, Job, JobEvent, Repository
 
 TABLES = {"alembic_version", "audit_events", "login_throttles", "revoked_tokens"}
 
@@ -54,5 +61,115 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-d
     try:
         with database.engine.connect() as connection:
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        database.close()
+
+
+def _migrate(database: Database, revision: str, *, down: bool = False) -> None:
+    config = migrate.alembic_config()
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def _rows_of_0003(connection: Connection) -> None:
+    """Two users' repositories and a job with an event, as the server of 0003 kept them."""
+    tables = MetaData()
+    tables.reflect(connection, only=["repositories", "jobs", "job_events"])
+    now = datetime.now(UTC)
+    connection.execute(
+        tables.tables["repositories"].insert(),
+        [
+            {
+                "name": name,
+                "git_url": f"/home/{owner}/src",
+                "description": "",
+                "status": "ready",
+                "commit": "c" * 40,
+                "registered_by": owner,
+                "registered_at": now,
+            }
+            for name, owner in (("shop", "alice"), ("tools", "bob"))
+        ],
+    )
+    connection.execute(
+        tables.tables["jobs"].insert(),
+        {
+            **{column: 0 for column in ("runs", "num_turns", "input_tokens", "output_tokens")},
+            "id": "a" * 32,
+            "user": "carol",  # an admin's job on alice's repository
+            "repository": "shop",
+            "prompt": "p",
+            "run_prompt": "p",
+            "options": {},
+            "images": [],
+            "expected_images": [],
+            "status": "completed",
+            "created_at": now,
+            "cancel_requested": False,
+            "cost_usd": 0.0,
+            "commit": "c" * 40,
+            "workspace_removed": False,
+        },
+    )
+    connection.execute(
+        tables.tables["job_events"].insert(),
+        {"job_id": "a" * 32, "seq": 1, "time": now, "type": "stdout", "data": "{}"},
+    )
+
+
+def test_repository_owners_keep_what_0003_held(database_url: str) -> None:
+    """0004: existing repositories keep their name as their id (what DATA_DIR files their
+    trees under), their owner is who registered them, and jobs keep finding them."""
+    database = Database(database_url)
+    try:
+        _migrate(database, "0003")
+        with database.engine.begin() as connection:
+            _rows_of_0003(connection)
+        migrate.upgrade(database)
+
+        with database.engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert diff == []  # the migrated schema is the one tables.py declares
+        with database.read() as session:
+            repos = {r.id: (r.name, r.registered_by) for r in session.scalars(select(Repository))}
+            job = session.get(Job, "a" * 32)
+            events = session.scalar(select(func.count()).select_from(JobEvent))
+        assert repos == {"shop": ("shop", "alice"), "tools": ("tools", "bob")}
+        assert job is not None and (job.repository, job.repository_id) == ("shop", "shop")
+        assert events == 1
+
+        now = datetime.now(UTC)
+        with database.session() as session:  # names are per owner now
+            session.add(
+                Repository(
+                    id="b" * 32,
+                    name="shop",
+                    git_url="/x",
+                    registered_by="bob",
+                    status="ready",
+                    registered_at=now,
+                )
+            )
+        with pytest.raises(IntegrityError), database.session() as session:
+            session.add(
+                Repository(
+                    id="c" * 32,
+                    name="shop",
+                    git_url="/x",
+                    registered_by="bob",
+                    status="ready",
+                    registered_at=now,
+                )
+            )
+        with database.session() as session:
+            session.execute(delete(Repository).where(Repository.id == "b" * 32))
+
+        _migrate(database, "0003", down=True)  # and back, where no two owners share a name
+        _migrate(database, "head")
+        with database.read() as session:
+            assert session.get(Job, "a" * 32).repository_id == "shop"  # type: ignore[union-attr]
+            assert session.scalar(select(func.count()).select_from(JobEvent)) == 1
+            assert session.get(Repository, "tools").registered_by == "bob"  # type: ignore[union-attr]
     finally:
         database.close()

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Repository
 from tests.support.server import LiveServer, wait_for
 from tests.support.users import OsUser
 
@@ -130,3 +133,19 @@ def make_git_repo(parent: Path, owner: OsUser | None, files: dict[str, str] | No
 
 def home_of(user: OsUser) -> Path:
     return Path(f"~{user.name}").expanduser()
+
+
+def stored_repository(server: LiveServer, owner: str, name: str) -> Path:
+    """Where `server` keeps `owner`'s repository `name`: DATA_DIR/repos/<its id>, the id
+    read from the server's database (the API does not tell it)."""
+    database = Database(server.env.get("DATABASE_URL") or f"sqlite:///{server.data_dir}/server.db")
+    try:
+        with database.read() as session:
+            repo_id = session.scalars(
+                select(Repository.id).where(
+                    Repository.registered_by == owner, Repository.name == name
+                )
+            ).one()
+    finally:
+        database.close()
+    return server.data_dir / "repos" / repo_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from claude_batch_server.auth.service import User
@@ -52,9 +52,18 @@ async def admin_user(user: CurrentUser) -> User:
     return user
 
 
-def owned_repository(name: str, user: CurrentUser, services: ServicesDep) -> Repository:
-    """The repository called `name`, if the caller may see it: the one ownership check."""
-    return services.repositories.visible(user, name)
+OWNER_DESCRIPTION = "Whose repository (admins only; default: the caller's own)."
+Owner = Annotated[
+    str | None,
+    Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$", description=OWNER_DESCRIPTION),
+]
+
+
+def owned_repository(
+    name: str, user: CurrentUser, services: ServicesDep, owner: Owner = None
+) -> Repository:
+    """The caller's repository `name`, or for an admin `owner`'s: the one ownership check."""
+    return services.repositories.visible(user, name, owner)
 
 
 def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:

@@ -141,7 +141,7 @@ def whoami(ctx: typer.Context, json_mode: JsonOption = False) -> None:
 @app.command()
 def run(
     ctx: typer.Context,
-    repository: Annotated[str, typer.Argument(help="A registered repository.")],
+    repository: Annotated[str, typer.Argument(help="One of your repositories.")],
     prompt: Annotated[
         str | None, typer.Argument(help="What Claude Code should do ('-': read stdin).")
     ] = None,
@@ -170,13 +170,23 @@ def run(
             help="Many jobs: one prompt per line, or JSON Lines with options ('-': stdin).",
         ),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner", help="Run on another user's repository (admins only).", show_default=False
+        ),
+    ] = None,
     json_mode: JsonOption = False,
 ) -> None:
     """Create a job, upload its images and start it: prints its id, or with --follow
     streams it until it ends. With --prompts-file, a batch: a live table, then a summary."""
     out = output(ctx, json_mode)
     template = JobSpec(
-        repository, "", submit.options(model, max_turns, timeout), tuple(image or ())
+        repository,
+        "",
+        submit.options(model, max_turns, timeout),
+        tuple(image or ()),
+        owner=owner,
     )
     if (prompt is None) == (prompts_file is None):
         raise Failure("give either a PROMPT or --prompts-file FILE", USAGE)

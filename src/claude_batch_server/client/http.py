@@ -52,12 +52,12 @@ class Api:
     def get(self, path: str, /, **params: Any) -> Any:
         return self.call("GET", path, params=params or None).json()
 
-    def post(self, path: str, body: Any = None) -> Any:
-        response = self.call("POST", path, json=body)
+    def post(self, path: str, body: Any = None, *, params: Any = None) -> Any:
+        response = self.call("POST", path, json=body, params=params)
         return response.json() if response.content else None
 
-    def delete(self, path: str) -> None:
-        self.call("DELETE", path)
+    def delete(self, path: str, *, params: Any = None) -> None:
+        self.call("DELETE", path, params=params)
 
     @contextmanager
     def stream(

@@ -19,6 +19,7 @@ class JobSpec:
     options: dict[str, Any] = field(default_factory=dict)
     images: tuple[Path, ...] = ()
     label: str = ""  # where it came from, for errors: "line 3"
+    owner: str | None = None  # whose repository, when not the caller's (admins)
 
     def check(self) -> None:
         """Fails before anything reaches the server when a local part is missing."""
@@ -28,6 +29,11 @@ class JobSpec:
         for image in self.images:
             if not image.is_file():
                 raise Failure(f"{where}no such image file: {image}", USAGE)
+
+
+def whose(owner: str | None) -> dict[str, str]:
+    """The query that names another user's repository (admins only), if one is named."""
+    return {"owner": owner} if owner else {}
 
 
 def options(model: str | None, max_turns: int | None, timeout: int | None) -> dict[str, Any]:
@@ -45,6 +51,7 @@ def create(api: Api, spec: JobSpec) -> str:
             "options": spec.options,
             "images": [image.name for image in spec.images],
         },
+        params=whose(spec.owner),
     )
     job_id = str(job["jobId"])
     if spec.images:

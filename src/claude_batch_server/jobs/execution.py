@@ -197,7 +197,7 @@ class JobExecutor:
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()
-        path = self._workspaces.create_workspace(job.repository, commit, job.id, account)
+        path = self._workspaces.create_workspace(job.repository_id, commit, job.id, account)
         self._metrics.workspace_seconds.labels(self._workspaces.strategy_name).observe(
             time.perf_counter() - started
         )

@@ -110,9 +110,9 @@ _POSITION = select(POSITION)
 # Of the claimed row, in RETURNING: spelled out, for SQLAlchemy writes RETURNING on SQLite
 # without table names, and an unqualified `id` would mean whatever the subquery's table has.
 _CLAIMED_ID = literal_column("jobs.id", String)
-_CLAIMED_REPOSITORY = literal_column("jobs.repository", String)
+_CLAIMED_REPOSITORY = literal_column("jobs.repository_id", String)
 _REPOSITORY_COMMIT = (
-    select(Repository.commit).where(Repository.name == _CLAIMED_REPOSITORY).scalar_subquery()
+    select(Repository.commit).where(Repository.id == _CLAIMED_REPOSITORY).scalar_subquery()
 )
 _LAST_SEQ = (
     select(func.coalesce(func.max(JOB_EVENTS.c.seq), 0))

@@ -56,9 +56,10 @@ _ENQUEUE = (
 @dataclass(frozen=True)
 class JobRequest:
     prompt: str
-    repository: str
+    repository: str  # a name of the caller's, or of `owner`'s (admins only)
     options: dict[str, Any]
     images: list[str] = field(default_factory=list)
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class JobService:
         return self._queue.position(job)
 
     def create(self, user: User, request: JobRequest, audit: Audit | None = None) -> Job:
-        repo = self._repositories.visible(user, request.repository)
+        repo = self._repositories.visible(user, request.repository, request.owner)
         if repo.status != RepoStatus.READY:
             raise Conflict(f"repository {repo.name!r} is {repo.status}, not ready")
         expected = [safe_name(name, set()) for name in request.images]
@@ -109,6 +110,7 @@ class JobService:
             id=uuid.uuid4().hex,
             user=user.name,
             repository=repo.name,
+            repository_id=repo.id,
             prompt=request.prompt,
             run_prompt=request.prompt,
             options=request.options,
@@ -293,12 +295,13 @@ class JobService:
         finally:
             self._broker.unsubscribe(job_id, wake)
 
-    def active_jobs_of(self, repository: str) -> int:
+    def active_jobs_of(self, repo_id: str) -> int:
+        """Queued or running jobs of the repository `repo_id`, whoever started them."""
         with self._database.read() as session:
             count = session.scalar(
                 select(func.count())
                 .select_from(Job)
-                .where(Job.repository == repository, Job.status.in_(list(ACTIVE)))
+                .where(Job.repository_id == repo_id, Job.status.in_(list(ACTIVE)))
             )
         return count or 0
 

@@ -4,6 +4,9 @@ A clone runs as the registering user in a staging folder of theirs under DATA_DI
 nobody registers what they cannot read; the finished tree is then handed to the workspace
 engine, which moves it under DATA_DIR/repos, owned by the service and closed to users.
 A pull clones again the same way and swaps the new tree in: jobs keep their workspaces.
+
+Names are per user: each user has their own namespace, and nobody learns another's names.
+Inside, a repository is its `id`, which files its trees in DATA_DIR and which jobs keep.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.accounts import Account
@@ -24,10 +28,22 @@ from claude_batch_server.auth.service import User
 from claude_batch_server.errors import Conflict, NotFound
 from claude_batch_server.logs import log
 from claude_batch_server.repositories import git
-from claude_batch_server.repositories.validation import check_branch, check_name, check_url
+from claude_batch_server.repositories.validation import (
+    NAME,
+    check_branch,
+    check_name,
+    check_url,
+)
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import Repository, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
+
+EVERYONE = "*"  # as the owner asked for: every user's repositories (admins only)
+
+
+def qualified(owner: str, name: str) -> str:
+    """`owner/name`: a repository's name across users (a name holds no `/`), for audits."""
+    return f"{owner}/{name}"
 
 
 class RepoStatus(StrEnum):
@@ -58,24 +74,39 @@ class RepositoryService:
         self._lookup = lookup
         self._pulling: set[str] = set()
 
-    def visible(self, user: User, name: str) -> Repository:
-        """The repository if `user` may see it; 404 otherwise, whether or not it exists."""
-        with self._database.read() as session:
-            repo = session.get(Repository, name)
-        if repo is None or not (user.admin or repo.registered_by == user.name):
+    def visible(self, user: User, name: str, owner: str | None = None) -> Repository:
+        """`owner`'s repository `name` (the caller's own when no owner is named), if `user`
+        may see it: only admins name another owner. 404 otherwise, the same whether or not
+        the owner or the repository exists."""
+        owner = owner or user.name
+        repo = None
+        if (user.admin or owner == user.name) and NAME.fullmatch(name):  # else none can exist
+            with self._database.read() as session:
+                repo = session.scalars(
+                    select(Repository).where(
+                        Repository.registered_by == owner, Repository.name == name
+                    )
+                ).first()
+        if repo is None:
             raise NotFound(f"repository {name!r} not found")
         return repo
 
-    def all_visible(self, user: User) -> list[Repository]:
-        query = select(Repository).order_by(Repository.name)
-        if not user.admin:
-            query = query.where(Repository.registered_by == user.name)
+    def all_visible(self, user: User, owner: str | None = None) -> list[Repository]:
+        """`owner`'s repositories (the caller's own when no owner is named; every user's
+        for `*`); only admins name another owner, else 404 as for `visible`."""
+        owner = owner or user.name
+        if not (user.admin or owner == user.name):
+            raise NotFound(f"repositories of {owner!r} not found")
+        query: Select[tuple[Repository]] = select(Repository)
+        if owner != EVERYONE:
+            query = query.where(Repository.registered_by == owner)
         with self._database.read() as session:
-            return list(session.scalars(query))
+            return list(session.scalars(query.order_by(Repository.name, Repository.registered_by)))
 
     def register(self, user: User, request: RegisterRequest) -> Repository:
         """Records the repository as `cloning`; `clone` then does the work."""
         repo = Repository(
+            id=uuid.uuid4().hex,  # unique, and safe as a path: what DATA_DIR files it under
             name=check_name(request.name),
             git_url=check_url(request.git_url),
             description=request.description,
@@ -87,57 +118,58 @@ class RepositoryService:
         try:
             with self._database.session() as session:
                 session.add(repo)
-        except IntegrityError as error:
-            raise Conflict(f"repository {request.name!r} already exists") from error
+        except IntegrityError as error:  # the caller's own name: the only one it can meet
+            raise Conflict(f"you have a repository {request.name!r} already") from error
         return repo
 
-    def clone(self, name: str) -> None:
+    def clone(self, repo_id: str) -> None:
         """Blocking: the first clone, as the registering user. Ends `ready` or `failed`."""
-        self._fetch(name, first=True)
+        self._fetch(repo_id, first=True)
 
     def start_pull(self, repo: Repository) -> None:
-        if repo.status == RepoStatus.CLONING or repo.name in self._pulling:
+        if repo.status == RepoStatus.CLONING or repo.id in self._pulling:
             raise Conflict(f"repository {repo.name!r} is being cloned already")
-        self._pulling.add(repo.name)
+        self._pulling.add(repo.id)
 
-    def pull(self, name: str) -> None:
+    def pull(self, repo_id: str) -> None:
         """Blocking: clone the branch's latest commit again and swap it in."""
         try:
-            self._fetch(name, first=False)
+            self._fetch(repo_id, first=False)
         finally:
-            self._pulling.discard(name)
+            self._pulling.discard(repo_id)
 
     def remove(self, repo: Repository, active_jobs: int) -> None:
         if active_jobs:
             raise Conflict(f"repository {repo.name!r} has {active_jobs} queued or running jobs")
         with self._database.session() as session:
-            row = session.get(Repository, repo.name)
+            row = session.get(Repository, repo.id)
             if row is not None:
                 session.delete(row)
-        self._engine.remove_repository(repo.name)
+        self._engine.remove_repository(repo.id)
 
     def resume_interrupted(self) -> list[str]:
-        """Names of repositories whose first clone a stopped server left unfinished."""
+        """Ids of repositories whose first clone a stopped server left unfinished."""
         with self._database.read() as session:
-            query = select(Repository.name).where(Repository.status == RepoStatus.CLONING)
+            query = select(Repository.id).where(Repository.status == RepoStatus.CLONING)
             return list(session.scalars(query))
 
-    def _fetch(self, name: str, *, first: bool) -> None:
+    def _fetch(self, repo_id: str, *, first: bool) -> None:
         with self._database.read() as session:
-            repo = session.get(Repository, name)
+            repo = session.get(Repository, repo_id)
         if repo is None:
             return
         try:
             head, size = self._clone_and_adopt(repo)
         except (git.GitError, OSError) as error:
-            log.warning("clone failed", repository=name, error=str(error))
+            where = qualified(repo.registered_by, repo.name)
+            log.warning("clone failed", repository=where, error=str(error))
             failure: dict[str, object] = {"error": str(error)}
             if first:
                 failure["status"] = RepoStatus.FAILED
-            self._update(name, **failure)
+            self._update(repo_id, **failure)
             return
         self._update(
-            name,
+            repo_id,
             status=RepoStatus.READY,
             error=None,
             commit=head.commit,
@@ -156,7 +188,7 @@ class RepositoryService:
             git.clone(account, repo.git_url, repo.branch, tree)
             head = git.head(account, tree)
             size = tree_size(tree)
-            self._engine.adopt_repository(tree, repo.name)
+            self._engine.adopt_repository(tree, repo.id)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return head, size
@@ -168,9 +200,9 @@ class RepositoryService:
         os.chown(staging, account.uid, account.gid)
         return staging
 
-    def _update(self, name: str, **fields: object) -> None:
+    def _update(self, repo_id: str, **fields: object) -> None:
         with self._database.session() as session:
-            repo = session.get(Repository, name)
+            repo = session.get(Repository, repo_id)
             if repo is None:
                 return
             for field, value in fields.items():

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
@@ -103,18 +104,22 @@ AUDIT_EVENTS: Table = Base.metadata.tables[AuditEvent.__tablename__]  # for Core
 
 
 class Repository(Base):
-    """A registered git repository; its clone lives in DATA_DIR/repos/<name>."""
+    """A registered git repository of one user (names are per owner, `registered_by`); its
+    clone lives in DATA_DIR/repos/<id>. `id` keys it on disk and in jobs: a random hex
+    string, or the name itself for a repository registered while names were server-wide."""
 
     __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("registered_by", "name", name="uq_repositories_owner"),)
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
     git_url: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
     commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    registered_by: Mapped[str] = mapped_column(String(255), index=True)
+    registered_by: Mapped[str] = mapped_column(String(255))  # the owner
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_pull: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -132,7 +137,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user: Mapped[str] = mapped_column(String(255))
-    repository: Mapped[str] = mapped_column(String(100), index=True)
+    repository: Mapped[str] = mapped_column(String(100))  # its name, as the user gave it
+    repository_id: Mapped[str] = mapped_column(String(100), index=True)  # Repository.id
     prompt: Mapped[str] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     images: Mapped[list[str]] = mapped_column(JSON, default=list)  # uploaded, in order

@@ -18,6 +18,8 @@ RECORD: Final = "record.json"
 
 
 def checked_repository(name: str) -> str:
+    """A stored repository's key, its id (a hex string, or the name of one registered while
+    names were server-wide): unique across users, and a safe path component."""
     return _checked(_REPOSITORY_NAME, name, "repository name")
 
 

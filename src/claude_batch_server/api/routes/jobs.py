@@ -5,7 +5,7 @@ import anyio
 from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedJob, ServicesDep
+from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedJob, Owner, ServicesDep
 from claude_batch_server.api.schemas.jobs import (
     CreateJobRequest,
     EventResponse,
@@ -19,6 +19,7 @@ from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
 from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
 from claude_batch_server.jobs.status import JobStatus
+from claude_batch_server.repositories.service import qualified
 from claude_batch_server.store.tables import Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -56,11 +57,17 @@ def event_response(event: JobEvent) -> EventResponse:
 
 @router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
 def create_job(
-    body: CreateJobRequest, user: CurrentUser, services: ServicesDep, address: ClientAddress
+    body: CreateJobRequest,
+    user: CurrentUser,
+    services: ServicesDep,
+    address: ClientAddress,
+    owner: Owner = None,
 ) -> JobResponse:
+    """A job on the caller's repository `repository`; an admin names another `owner`'s."""
     options = body.options.model_dump(by_alias=True, exclude_none=True)
-    request = JobRequest(body.prompt, body.repository, options, body.images)
-    with services.audit(user, address, "job.create", body.repository) as audit:
+    request = JobRequest(body.prompt, body.repository, options, body.images, owner)
+    target = qualified(owner or user.name, body.repository)
+    with services.audit(user, address, "job.create", target) as audit:
         job = services.jobs.create(user, request, audit)
     return job_response(job, None)  # created: not in the queue yet
 

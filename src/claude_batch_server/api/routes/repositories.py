@@ -1,12 +1,19 @@
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Response
 
-from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedRepository, ServicesDep
+from claude_batch_server.api.deps import (
+    ClientAddress,
+    CurrentUser,
+    OwnedRepository,
+    Owner,
+    ServicesDep,
+)
 from claude_batch_server.api.schemas.repositories import (
     RegisterRepositoryRequest,
     RepositoryResponse,
 )
-from claude_batch_server.repositories.service import RegisterRequest
+from claude_batch_server.repositories.service import RegisterRequest, qualified
+from claude_batch_server.store.tables import Repository
 
 router = APIRouter(prefix="/repositories", tags=["repositories"])
 
@@ -15,9 +22,18 @@ def _response(repo: object) -> RepositoryResponse:
     return RepositoryResponse.model_validate(repo, from_attributes=True)
 
 
-@router.get("", response_model=list[RepositoryResponse], response_model_by_alias=True)
-def list_repositories(user: CurrentUser, services: ServicesDep) -> list[RepositoryResponse]:
-    return [_response(repo) for repo in services.repositories.all_visible(user)]
+def _target(repo: Repository) -> str:
+    return qualified(repo.registered_by, repo.name)
+
+
+@router.get(
+    "", response_model=list[RepositoryResponse], response_model_by_alias=True, responses={404: {}}
+)
+def list_repositories(
+    user: CurrentUser, services: ServicesDep, owner: Owner = None
+) -> list[RepositoryResponse]:
+    """The caller's repositories; an admin may name another `owner`, or `*` for all."""
+    return [_response(repo) for repo in services.repositories.all_visible(user, owner)]
 
 
 @router.get("/{name}", response_model=RepositoryResponse, responses={404: {}})
@@ -36,9 +52,9 @@ def register_repository(
     background: BackgroundTasks,
 ) -> RepositoryResponse:
     request = RegisterRequest(body.name, body.git_url, body.description, body.branch)
-    with services.audit(user, address, "repository.register", body.name):
+    with services.audit(user, address, "repository.register", qualified(user.name, body.name)):
         repo = services.repositories.register(user, request)
-    background.add_task(anyio.to_thread.run_sync, services.repositories.clone, repo.name)
+    background.add_task(anyio.to_thread.run_sync, services.repositories.clone, repo.id)
     return _response(repo)
 
 
@@ -50,9 +66,9 @@ def pull_repository(
     address: ClientAddress,
     background: BackgroundTasks,
 ) -> RepositoryResponse:
-    with services.audit(user, address, "repository.pull", repo.name):
+    with services.audit(user, address, "repository.pull", _target(repo)):
         services.repositories.start_pull(repo)
-    background.add_task(anyio.to_thread.run_sync, services.repositories.pull, repo.name)
+    background.add_task(anyio.to_thread.run_sync, services.repositories.pull, repo.id)
     return _response(repo)
 
 
@@ -60,6 +76,6 @@ def pull_repository(
 def delete_repository(
     repo: OwnedRepository, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
-    with services.audit(user, address, "repository.remove", repo.name):
-        services.repositories.remove(repo, services.active_jobs_of(repo.name))
+    with services.audit(user, address, "repository.remove", _target(repo)):
+        services.repositories.remove(repo, services.active_jobs_of(repo.id))
     return Response(status_code=204)

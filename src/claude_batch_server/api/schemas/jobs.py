@@ -4,6 +4,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field
 
 from claude_batch_server.api.schemas.base import ApiModel
+from claude_batch_server.repositories.validation import NAME_PATTERN
 
 MAX_PROMPT = 512 * 1024  # characters; a longer prompt is refused with 422
 
@@ -25,7 +26,7 @@ class JobOptions(ApiModel):
 
 class CreateJobRequest(ApiModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
-    repository: str = Field(min_length=1, max_length=100)
+    repository: str = Field(pattern=NAME_PATTERN)  # the caller's, or ?owner='s
     images: list[Annotated[str, Field(max_length=255)]] = Field([], max_length=20)
     options: JobOptions = Field(default_factory=JobOptions)
 
