@@ -2,14 +2,20 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 PYTHON    ?= python3
-CLAUDE    := $(CURDIR)/node_modules/.bin/claude
+# The Claude Code CLI goes where every job's user can run it, not into this checkout
+# (scripts/install-agent.sh says why); make AGENT_DIR=... to put it elsewhere.
+AGENT_DIR ?= /usr/local/lib/claude-batch-server
+export AGENT_DIR  # the tests run the CLI from there too
+CLAUDE    := $(AGENT_DIR)/node_modules/.bin/claude
+JOB_PATH  := /usr/local/bin:/usr/bin:/bin
 PAM_FILE  := /etc/pam.d/claude-batch-server
 PYTEST_ARGS ?=
 
 .PHONY: run test lint format bootstrap bootstrap-test agent pam clean
 
+# CLAUDE_COMMAND counts as found only where a job finds it: on a job's PATH, not root's.
 run: bootstrap pam
-	@if command -v "$${CLAUDE_COMMAND:-claude}" >/dev/null 2>&1; then \
+	@if PATH=$(JOB_PATH) command -v "$${CLAUDE_COMMAND:-claude}" >/dev/null 2>&1; then \
 		exec $(BIN)/claude-batch-server serve; \
 	else \
 		$(MAKE) --no-print-directory agent && \
@@ -44,13 +50,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The Claude Code CLI, installed into this project (node_modules), never globally.
-agent: $(CLAUDE)
-
-$(CLAUDE): package.json package-lock.json
-	scripts/bootstrap-system.sh run
-	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+# The Claude Code CLI that package-lock.json pins, in AGENT_DIR (a no-op once there).
+agent:
+	scripts/install-agent.sh $(AGENT_DIR)
 
 # Our own PAM service: the password and account checks, without pam_faildelay.
 pam:

@@ -39,6 +39,11 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings, database)
         app.state.services = services
         await anyio.to_thread.run_sync(maintenance.recover, services)
+        agent = await anyio.to_thread.run_sync(services.health.check_agent)
+        if agent != "ok":  # the server serves, but every job would fail: say why, once
+            logs.log.warning(
+                "jobs cannot run the agent", command=settings.CLAUDE_COMMAND, check=agent
+            )
         await services.spawner.start()
         services.dispatcher.start()
         logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import typer
 import uvicorn
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from claude_batch_server.app import create_app
 from claude_batch_server.settings import Settings
+from claude_batch_server.workspaces import linux
 
 cli = typer.Typer(add_completion=False, help="Claude Batch Server")
 
@@ -24,6 +26,7 @@ def _root() -> None:
 def serve() -> None:
     """Serve the API on HOST:PORT, configured by the environment (and `.env`)."""
     os.umask(0o077)  # first: whatever the server makes is its own unless it says otherwise
+    _own_mounts()
     settings = _load_settings()
     proxies = [str(network) for network in settings.TRUSTED_PROXIES]
     uvicorn.run(
@@ -38,6 +41,20 @@ def serve() -> None:
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies,
     )
+
+
+def _own_mounts() -> None:
+    """The server's mounts (overlay workspaces) stay in a namespace of its own, which ends
+    with its last process: a stopped or killed server leaves none in the host's table, and
+    remounts what it needs at start. Its spawner, jobs and git inherit the namespace.
+    Without CAP_SYS_ADMIN (a container) there is none, and no mount could be made anyway."""
+    if threading.active_count() != 1:  # unshare moves the calling thread alone
+        raise RuntimeError("the mount namespace must be made before any thread starts")
+    try:
+        linux.unshare_mounts()
+    except PermissionError:
+        return
+    linux.receive_mounts_only()  # else our mounts would still reach the host's peers
 
 
 def _load_settings() -> Settings:

@@ -1,8 +1,8 @@
-"""Health checks: the database answers, DATA_DIR takes writes, the agent CLI runs."""
+"""Health checks: the database answers, DATA_DIR takes writes, the agent CLI runs as a job
+runs it: as an unprivileged account, with a job's environment and from beneath DATA_DIR."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -12,12 +12,17 @@ from pathlib import Path
 
 import anyio
 
-from claude_batch_server import __version__
+from claude_batch_server import __version__, accounts
+from claude_batch_server.jobs import command
 from claude_batch_server.store.db import Database
 
 MIN_FREE_BYTES = 256 * 1024 * 1024
 AGENT_CHECK_TTL = 60.0  # `claude --version` starts Node: ask once a minute, not per probe
 AGENT_TIMEOUT = 30.0
+PROBE_ACCOUNT = "nobody"  # no group, no home: what it reaches, every user reaches
+NOBODY_ID = 65534
+# `cd` as the account: a job starts in its workspace, beneath DATA_DIR/workspaces
+PROBE_SCRIPT = 'cd "$1" && exec "$2" --version'
 
 
 @dataclass(frozen=True)
@@ -28,17 +33,20 @@ class HealthReport:
 
 
 class HealthService:
-    def __init__(self, database: Database, data_dir: Path, claude_command: str) -> None:
+    def __init__(
+        self, database: Database, data_dir: Path, claude_command: str, job_dir: Path
+    ) -> None:
         self._database = database
         self._data_dir = data_dir
         self._claude_command = claude_command
+        self._job_dir = job_dir
         self._agent: tuple[float, str] | None = None
 
     async def report(self) -> HealthReport:
         checks = {
             "database": await anyio.to_thread.run_sync(self._check_database),
             "storage": await anyio.to_thread.run_sync(self._check_storage),
-            "agent": await anyio.to_thread.run_sync(self._check_agent),
+            "agent": await anyio.to_thread.run_sync(self.check_agent),
         }
         healthy = all(value == "ok" for value in checks.values())
         return HealthReport("ok" if healthy else "failing", __version__, checks)
@@ -61,25 +69,42 @@ class HealthService:
             return f"failing: only {free // (1024 * 1024)} MiB free"
         return "ok"
 
-    def _check_agent(self) -> str:
+    def check_agent(self) -> str:
+        """Blocking: "ok", or "failing: ..." with what stops a job from running the CLI."""
         now = time.monotonic()
         if self._agent is None or now - self._agent[0] > AGENT_CHECK_TTL:
             self._agent = (now, self._run_agent_version())
         return self._agent[1]
 
     def _run_agent_version(self) -> str:
-        command = shutil.which(self._claude_command)
-        if command is None:
+        # a name is looked up on the job's PATH, not on the server's
+        if shutil.which(self._claude_command, path=command.USER_PATH) is None:
             return f"failing: {self._claude_command} not found"
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self._data_dir)}
+        account = _probe_account()
         try:
-            subprocess.run(
-                [command, "--version"],
-                env=env,
+            probe = subprocess.run(
+                ["/bin/sh", "-c", PROBE_SCRIPT, "sh", str(self._job_dir), self._claude_command],
+                env=command.environment(account),
+                cwd="/",
+                user=account.uid,
+                group=account.gid,
+                extra_groups=[],
                 capture_output=True,
                 timeout=AGENT_TIMEOUT,
-                check=True,
+                check=False,
             )
         except (OSError, subprocess.SubprocessError) as error:
             return f"failing: {type(error).__name__}"
+        if probe.returncode != 0:
+            said = probe.stderr.decode(errors="replace").strip().splitlines()
+            why = said[-1][:300] if said else f"exit code {probe.returncode}"
+            return f"failing: as {account.name}, {why}"
         return "ok"
+
+
+def _probe_account() -> accounts.Account:
+    found = accounts.lookup(PROBE_ACCOUNT)
+    if found is not None:
+        return found
+    root = Path("/")
+    return accounts.Account(PROBE_ACCOUNT, NOBODY_ID, NOBODY_ID, root, "/bin/sh", (NOBODY_ID,), ())

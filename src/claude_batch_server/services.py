@@ -91,8 +91,10 @@ def build_services(settings: Settings, database: Database) -> Services:
         allow_hash_login=settings.ALLOW_HASH_LOGIN,
         account_files=_account_files(settings),
     )
-    health = HealthService(database, settings.DATA_DIR, settings.CLAUDE_COMMAND)
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
+    health = HealthService(
+        database, settings.DATA_DIR, settings.CLAUDE_COMMAND, workspaces.workspaces_root
+    )
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     spawner = Spawner()
     dispatcher, jobs = _job_engine(settings, database, workspaces, repositories, metrics, spawner)

@@ -1,4 +1,5 @@
-"""The project's Claude Code CLI (``node_modules/.bin/claude``): finding it, its env, running it.
+"""The project's Claude Code CLI (``make agent`` puts it in ``$AGENT_DIR/node_modules``):
+finding it, its env, running it.
 
 The server runs the CLI as the job's OS user; tests that run it directly do the same
 through :func:`run_claude` (root may not pass ``--dangerously-skip-permissions``).
@@ -18,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+# the Makefile's default, where every job's user can run it
+AGENT_DIR = Path(os.environ.get("AGENT_DIR", "/usr/local/lib/claude-batch-server"))
+PROJECT_CLAUDE = AGENT_DIR / "node_modules" / ".bin" / "claude"
 FAKE_API_KEY = "sk-ant-fake-test-key"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def claude_path() -> Path | None:
-    """The project's CLI if ``npm install`` put it there, else ``claude`` on PATH, else None."""
+    """The project's CLI if ``make agent`` put it there, else ``claude`` on PATH, else None."""
     if PROJECT_CLAUDE.exists() and os.access(PROJECT_CLAUDE, os.X_OK):
         return PROJECT_CLAUDE
     found = shutil.which("claude")

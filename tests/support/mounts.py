@@ -1,5 +1,6 @@
-"""Overlay workspaces stay mounted when a server stops (it remounts them at start): what a
-test or benchmark made under a folder is unmounted before the folder goes."""
+"""Mount tables. A server keeps its overlay workspaces in a mount namespace of its own, so
+they never reach the test process's table; workspace tests and benchmarks that mount in
+their own process unmount what they made under a folder before the folder goes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ import subprocess
 from pathlib import Path
 
 
+def mount_points(pid: int | str = "self") -> list[str]:
+    """Every mount point in the mount namespace of process `pid` (octal escapes undone)."""
+    with Path(f"/proc/{pid}/mountinfo").open() as table:
+        fields = [line.split(" ", 5)[4] for line in table]
+    return [point.encode().decode("unicode_escape") for point in fields]
+
+
+def mounts_beneath(root: Path, pid: int | str = "self") -> list[str]:
+    return [point for point in mount_points(pid) if point.startswith(f"{root}/")]
+
+
 def unmount_beneath(root: Path) -> None:
-    with Path("/proc/self/mounts").open() as mounts:
-        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
-    for point in sorted(points, reverse=True):
+    for point in sorted(mounts_beneath(root), reverse=True):
         subprocess.run(["umount", point], check=False)

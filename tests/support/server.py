@@ -96,6 +96,12 @@ class LiveServer:
         self.stop()
         return self.start()
 
+    def inside(self, path: Path) -> Path:
+        """`path` as the server and its jobs see it, in the server's own mount namespace
+        (where its overlay workspaces are mounted)."""
+        assert self.process is not None and self.process.poll() is None
+        return Path(f"/proc/{self.process.pid}/root") / path.relative_to("/")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

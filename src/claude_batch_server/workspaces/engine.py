@@ -120,6 +120,11 @@ class WorkspaceEngine:
     def workspace_path(self, job_id: str) -> Path:
         return self._layout.workspace(job_id)
 
+    @property
+    def workspaces_root(self) -> Path:
+        """Where every workspace lies: each job's user passes through it."""
+        return self._layout.workspaces
+
     def restore_workspace(self, job_id: str) -> None:
         """Make the job's workspace usable after a restart (remount an overlay)."""
         record = self._layout.read_record(job_id)

@@ -21,6 +21,9 @@ RENAME_EXCHANGE: Final = 2
 MS_NOSUID: Final = 0x2
 MS_NODEV: Final = 0x4
 MNT_DETACH: Final = 0x2
+MS_REC: Final = 0x4000
+MS_SLAVE: Final = 0x80000
+CLONE_NEWNS: Final = 0x20000
 
 FICLONE: Final = 0x40049409  # _IOW(0x94, 9, int)
 # _IOW(0x94, nr, 4096): btrfs_ioctl_vol_args and btrfs_ioctl_vol_args_v2 are both 4096 bytes.
@@ -74,6 +77,17 @@ def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None
 
 def unmount(target: Path, flags: int = MNT_DETACH) -> None:
     check(_libc.umount2(os.fsencode(target), flags), "umount2", target)
+
+
+def unshare_mounts() -> None:
+    """Move the calling thread, and only it, into a new mount namespace: a copy of the
+    current one, whose shared mounts still propagate both ways until made slaves."""
+    check(_libc.unshare(CLONE_NEWNS), "unshare")
+
+
+def receive_mounts_only(target: str = "/") -> None:
+    """Mounts beneath `target` receive what their peers mount, and send nothing back."""
+    check(_libc.mount(b"none", target.encode(), None, MS_REC | MS_SLAVE, None), "mount", target)
 
 
 @dataclass(frozen=True)
