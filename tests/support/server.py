@@ -39,8 +39,19 @@ def wait_for(condition: Any, deadline: float, what: str, interval: float = 0.05)
 
 
 class LiveServer:
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str],
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        start_deadline: float = START_DEADLINE,
+    ) -> None:
+        """`command` (run in `cwd`) ends in the server; make forwards SIGTERM to it."""
         self.data_dir = data_dir
+        self.command = command or [str(SERVER_BIN), "serve"]
+        self.cwd = cwd or data_dir.parent  # no stray .env file is read
+        self.start_deadline = start_deadline
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -58,15 +69,15 @@ class LiveServer:
     def start(self) -> LiveServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(SERVER_BIN), "serve"],
+            self.command,
             env=self.env,
-            cwd=self.data_dir.parent,  # no stray .env file is read
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
-        wait_for(self._ready, START_DEADLINE, f"the server on {self.url}")
+        wait_for(self._ready, self.start_deadline, f"the server on {self.url}")
         return self
 
     def _ready(self) -> bool:
