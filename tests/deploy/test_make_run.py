@@ -55,6 +55,7 @@ def test_make_run_from_a_private_clone_runs_jobs(
         cwd=private_clone,
         start_deadline=MAKE_RUN_DEADLINE,
     )
+    del server.env["CLAUDE_COMMAND"]  # none given: `make run` installs the CLI
     try:
         server.start()
         claude = open_tmp / "agent" / "node_modules" / ".bin" / "claude"
