@@ -1,8 +1,9 @@
-"""`make run` from a clone that no job's user can reach (root's 0700 folder, root's umask
-077): the Claude Code CLI it installs is still theirs to run, and a job runs end to end."""
+"""`make run` from a clone that no job's user can reach (in a folder of root's alone): the
+Claude Code CLI it installs is still theirs to run, and a job runs end to end."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -51,27 +52,51 @@ def test_make_run_from_a_private_clone_runs_jobs(
     server = LiveServer(
         data_dir,
         env,
-        command=["sh", "-c", "umask 077 && exec make --no-print-directory run"],
+        command=["make", "--no-print-directory", "run"],
         cwd=private_clone,
         start_deadline=MAKE_RUN_DEADLINE,
     )
     del server.env["CLAUDE_COMMAND"]  # none given: `make run` installs the CLI
     try:
         server.start()
-        claude = open_tmp / "agent" / "node_modules" / ".bin" / "claude"
-        assert claude.resolve().stat().st_mode & 0o005 == 0o005, "others may read and run it"
         with server.client() as client:
             assert client.get("/health").json()["checks"]["agent"] == "ok"
         assert "jobs cannot run the agent" not in server.log()
 
         alice = Api(server, users.create())
-        source = make_git_repo(home_of(alice.user), alice.user)
-        alice.ready_repository("demo", source)
-        job = alice.run("demo", f"Write hello.txt {marker('write-file')}")
-        done = alice.wait_ended(job["jobId"])
-        assert done["status"] == "completed", (done, alice.events(job["jobId"])[-3:])
-        assert done["output"] == "I wrote hello.txt."
-        assert "+hello world" in alice.http.get(f"/jobs/{job['jobId']}/diff").text
-        alice.close()
+        try:
+            source = make_git_repo(home_of(alice.user), alice.user)
+            alice.ready_repository("demo", source)
+            job = alice.run("demo", f"Write hello.txt {marker('write-file')}")
+            done = alice.wait_ended(job["jobId"])
+            assert done["status"] == "completed", (done, alice.events(job["jobId"])[-3:])
+            assert done["output"] == "I wrote hello.txt."
+            assert "+hello world" in alice.http.get(f"/jobs/{job['jobId']}/diff").text
+        finally:
+            alice.close()
     finally:
         server.stop()
+
+
+def test_the_agent_install_is_everyones_whatever_the_umask(
+    private_clone: Path, open_tmp: Path
+) -> None:
+    agent_dir = open_tmp / "agent"
+    subprocess.run(
+        ["sh", "-c", f"umask 077 && make --no-print-directory agent AGENT_DIR={agent_dir}"],
+        cwd=private_clone,
+        env={**os.environ, "npm_config_offline": "true"},
+        check=True,
+        capture_output=True,
+    )
+    claude = agent_dir / "node_modules" / ".bin" / "claude"
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(claude), "-v"],
+        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert nobody.returncode == 0 and "Claude Code" in nobody.stdout, nobody.stderr
+    for path in (agent_dir, *agent_dir.rglob("*")):
+        assert path.lstat().st_uid == 0 and path.lstat().st_mode & 0o022 == 0, path
