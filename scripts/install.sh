@@ -196,7 +196,7 @@ put_file() {
 source_stamp() { # what the Python package is built from
   (
     cd "$source_dir"
-    find pyproject.toml README.md src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+    find pyproject.toml README.md LICENSE src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
       ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -d' ' -f1
 }
@@ -218,7 +218,7 @@ install_venv() {
   # build from a copy: pip builds in the source tree, which is not ours to litter
   build="$(mktemp -d)"
   tar -C "$source_dir" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    -cf - pyproject.toml README.md src | tar -C "$build" -xf -
+    -cf - pyproject.toml README.md LICENSE src | tar -C "$build" -xf -
   say "installing the Python package into $venv"
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q "$build"
   rm -rf "$build"
