@@ -1,5 +1,6 @@
 """What a server does at start and then now and again: finish what a stopped server left
-(jobs, clones, overlay mounts), and remove workspaces past JOB_RETENTION_DAYS."""
+(jobs, clones), mount the overlay workspaces it kept again (its mounts went with its
+namespace), and remove workspaces past JOB_RETENTION_DAYS."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def snapshot_source(target: Path) -> Path:
     """What install.sh reads of a checkout, copied: the tree may change under the test."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     target.mkdir()
-    for name in ("pyproject.toml", "README.md", "package.json", "package-lock.json"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "package.json", "package-lock.json"):
         shutil.copy2(REPO / name, target / name)
     shutil.copytree(REPO / "src", target / "src", ignore=ignore)
     return target
