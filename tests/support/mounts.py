@@ -4,6 +4,7 @@ their own process unmount what they made under a folder before the folder goes."
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ def mount_points(pid: int | str = "self") -> list[str]:
     """Every mount point in the mount namespace of process `pid` (octal escapes undone)."""
     with Path(f"/proc/{pid}/mountinfo").open() as table:
         fields = [line.split(" ", 5)[4] for line in table]
-    return [point.encode().decode("unicode_escape") for point in fields]
+    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), point) for point in fields]
 
 
 def mounts_beneath(root: Path, pid: int | str = "self") -> list[str]:
