@@ -169,9 +169,9 @@ def check_unit(unit: Path) -> None:
     assert float(found.group(1)) < 6.0, security.stdout  # root, yet "MEDIUM" not "UNSAFE"
 
 
-def test_install_again_and_uninstall(tmp_path: Path) -> None:
+def test_install_again_and_uninstall(tmp_path: Path, open_tmp: Path) -> None:
     source = snapshot_source(tmp_path / "source")
-    root = tmp_path / "root"
+    root = open_tmp / "root"  # the jobs' users reach what is installed, as on a real root
     root.mkdir()
     args = ("--root", str(root), "--source", str(source), "--python", PYTHON, "--no-packages")
 
