@@ -195,11 +195,13 @@ def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Itera
         root.chmod(0o711)
         _write(root / "HEAD", "ref: refs/heads/detached\n")
         _write(root / "config", _config(None))
-        (root / "refs").mkdir(mode=0o755)
+        (root / "refs").mkdir()
+        (root / "refs").chmod(0o755)  # not the mode of mkdir: the server's umask is 077
         for private in (root / "objects", root / "work"):
             private.mkdir(mode=0o700)
             os.chown(private, user.uid, user.gid)
-        (root / "objects" / "info").mkdir(mode=0o755)
+        (root / "objects" / "info").mkdir()
+        (root / "objects" / "info").chmod(0o755)
         source = objects or work_tree / ".git" / "objects"
         _write(root / "objects" / "info" / "alternates", f"{source}\n")
         yield Borrowed(root, work_tree, user)
