@@ -30,13 +30,20 @@ class HealthReport:
     status: str
     version: str
     checks: dict[str, str]
+    cgroup: str  # the flavour of control groups jobs run in: v1, v2 or none
 
 
 class HealthService:
     def __init__(
-        self, database: Database, data_dir: Path, claude_command: str, job_dir: Path
+        self,
+        database: Database,
+        data_dir: Path,
+        claude_command: str,
+        job_dir: Path,
+        cgroup: str,
     ) -> None:
         self._database = database
+        self._cgroup = cgroup
         self._data_dir = data_dir
         self._claude_command = claude_command
         self._job_dir = job_dir
@@ -49,7 +56,8 @@ class HealthService:
             "agent": await anyio.to_thread.run_sync(self.check_agent),
         }
         healthy = all(value == "ok" for value in checks.values())
-        return HealthReport("ok" if healthy else "failing", __version__, checks)
+        status = "ok" if healthy else "failing"
+        return HealthReport(status, __version__, checks, self._cgroup)
 
     def _check_database(self) -> str:
         try:

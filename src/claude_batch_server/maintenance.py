@@ -17,9 +17,10 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 def recover(services: Services) -> None:
     """Blocking, at start: end the jobs a dead server left running, remount workspaces."""
     ended = services.dispatcher.recover()
+    swept = services.dispatcher.sweep()
     services.workspaces.collect()  # scratch of dead processes, trees no workspace uses
     restored = services.jobs.restore_workspaces()
-    log.info("recovered", jobs_ended=ended, workspaces_restored=restored)
+    log.info("recovered", jobs_ended=ended, groups_killed=swept, workspaces_restored=restored)
 
 
 async def restart_clones(services: Services) -> None:

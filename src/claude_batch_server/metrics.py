@@ -16,6 +16,8 @@ from claude_batch_server.store.tables import Job
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 LOGIN_OUTCOMES = ("success", "failed", "throttled")  # public: "refused" counts as "failed"
+CPU_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+MEMORY_BUCKETS = tuple(2**power for power in range(24, 38))  # 16 MiB … 128 GiB
 WORKSPACE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -67,6 +69,18 @@ class Metrics:
             buckets=WORKSPACE_BUCKETS,
             registry=self.registry,
         )
+        self.run_cpu = Histogram(
+            "cbs_job_cpu_seconds",
+            "CPU time of one run of a job, all its processes together",
+            buckets=CPU_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_memory = Histogram(
+            "cbs_job_memory_peak_bytes",
+            "The peak of memory of one run of a job, all its processes together",
+            buckets=MEMORY_BUCKETS,
+            registry=self.registry,
+        )
         self.logins = Counter(
             "cbs_logins",
             "Login attempts, by outcome (success, failed, throttled)",
@@ -96,6 +110,12 @@ class Metrics:
         self.job_outcomes.labels(status).inc()
         if seconds is not None:
             self.job_duration.labels(status).observe(seconds)
+
+    def run_resources(self, measured: bool, cpu_seconds: float, memory_peak: int) -> None:
+        """What one run's control group used; nothing when it ran without one."""
+        if measured:
+            self.run_cpu.observe(cpu_seconds)
+            self.run_memory.observe(memory_peak)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,8 +15,11 @@ from claude_batch_server.auth.service import AuthService, User
 from claude_batch_server.auth.shadow import ShadowAuthenticator
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import TokenService
+from claude_batch_server.cgroups.base import Limits as GroupLimits
+from claude_batch_server.cgroups.base import root_name
 from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
+from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.execution import JobExecutor
@@ -48,6 +51,7 @@ class Services:
     files: FileService
     metrics: Metrics
     spawner: Spawner
+    containment: Containment
 
     def active_jobs_of(self, repo_id: str) -> int:
         return self.jobs.active_jobs_of(repo_id)
@@ -91,13 +95,20 @@ def build_services(settings: Settings, database: Database) -> Services:
         allow_hash_login=settings.ALLOW_HASH_LOGIN,
         account_files=_account_files(settings),
     )
+    containment = Containment.for_host(root_name(settings.DATA_DIR), _group_limits(settings))
     workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
     health = HealthService(
-        database, settings.DATA_DIR, settings.CLAUDE_COMMAND, workspaces.workspaces_root
+        database,
+        settings.DATA_DIR,
+        settings.CLAUDE_COMMAND,
+        workspaces.workspaces_root,
+        containment.flavour.value,
     )
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     spawner = Spawner()
-    dispatcher, jobs = _job_engine(settings, database, workspaces, repositories, metrics, spawner)
+    dispatcher, jobs = _job_engine(
+        settings, database, workspaces, repositories, metrics, spawner, containment
+    )
     files = FileService(workspaces, accounts.lookup)
     return Services(
         settings,
@@ -112,7 +123,12 @@ def build_services(settings: Settings, database: Database) -> Services:
         files,
         metrics,
         spawner,
+        containment,
     )
+
+
+def _group_limits(settings: Settings) -> GroupLimits:
+    return GroupLimits(settings.job_memory_max, settings.JOB_CPUS, settings.JOB_PIDS_MAX)
 
 
 def _job_engine(
@@ -122,6 +138,7 @@ def _job_engine(
     repositories: RepositoryService,
     metrics: Metrics,
     spawner: Spawner,
+    containment: Containment,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -139,6 +156,7 @@ def _job_engine(
         spawner,
         metrics,
         queue.owner,
+        containment,
     )
     dispatcher = Dispatcher(queue, executor)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)

@@ -9,11 +9,12 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_JWT_KEY_LENGTH = 32
 JWT_KEY_FILE = "jwt.key"
+_BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
 
 
 class AuthBackend(StrEnum):
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     # peers whose X-Forwarded-For is believed: addresses or networks (CIDR); none by default,
     # not even loopback, since every local user connects from there
     TRUSTED_PROXIES: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+    JOB_MEMORY_MAX: ByteSize | None = None  # None: the machine's memory ÷ MAX_CONCURRENT_JOBS
+    JOB_CPUS: float = Field(0, ge=0, le=4096)
+    JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
@@ -80,6 +84,16 @@ class Settings(BaseSettings):
             return [ip_network(item.strip()) for item in value.split(",") if item.strip()]
         except ValueError as error:  # a host name or a network with host bits set
             raise ValueError(f"not an IP address or network: {error}") from None
+
+    @field_validator("JOB_MEMORY_MAX", mode="before")
+    @classmethod
+    def _binary_units(cls, value: object) -> object:
+        """`512M`, `4G` as systemd and docker read them: MiB, GiB."""
+        if value == "":
+            return None
+        if isinstance(value, str) and value.strip()[-1:].upper() in _BINARY:
+            return value.strip()[:-1] + value.strip()[-1].upper() + "iB"
+        return value
 
     @field_validator("JWT_KEY", mode="before")
     @classmethod
@@ -105,6 +119,14 @@ class Settings(BaseSettings):
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'server.db'}"
         return self
+
+    @property
+    def job_memory_max(self) -> int:
+        """Bytes one job may use (0: no limit)."""
+        if self.JOB_MEMORY_MAX is not None:
+            return int(self.JOB_MEMORY_MAX)
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return machine // self.MAX_CONCURRENT_JOBS
 
     @property
     def jwt_key(self) -> str:

@@ -29,6 +29,16 @@ def tokens(inputs: int, outputs: int) -> str:
     return f"{inputs:,} tokens in / {outputs:,} out"
 
 
+def resources(used: Any) -> str | None:
+    """`12.3 s CPU · 245.1 MiB peak memory`, from a job's `resources`."""
+    if not isinstance(used, dict):
+        return None
+    cpu, peak = used.get("cpuSeconds"), used.get("memoryPeakBytes")
+    if not isinstance(cpu, int | float) or not isinstance(peak, int):
+        return None
+    return f"{cpu:.1f} s CPU · {peak / 2**20:.1f} MiB peak memory"
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 

@@ -8,7 +8,7 @@ from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from claude_batch_server.client.render import money, one_line, tokens
+from claude_batch_server.client.render import money, one_line, resources, tokens
 from claude_batch_server.client.timing import duration, elapsed, local_time
 
 ENDED = frozenset({"completed", "failed", "timeout", "cancelled"})
@@ -96,6 +96,7 @@ def job_details(job: dict[str, Any]) -> Table:
         ("turns", job.get("numTurns")),
         ("cost", money(float(job.get("costUsd") or 0))),
         ("tokens", tokens(inputs, outputs)),
+        ("resources", resources(job.get("resources"))),
         ("exit code", job.get("exitCode")),
         ("session", job.get("sessionId")),
         ("images", ", ".join(job.get("images") or []) or None),

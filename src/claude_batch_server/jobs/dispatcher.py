@@ -143,8 +143,15 @@ class Dispatcher:
             if not self._queue.take_over(job.id, job.lease_owner):
                 continue
             killed = kill_leftover(job.pid, job.pid_start)
+            # whatever left the process group (a setsid daemon) is still in the job's group
+            self._executor.containment.end(job.id)
             log.warning("recovered abandoned job", job=job.id, killed_leftover=killed)
             outcome = Outcome(JobStatus.FAILED, None, SERVER_GONE)
             self._executor.finish(job.id, outcome, RunResult())
             recovered += 1
         return recovered
+
+    def sweep(self) -> int:
+        """Blocking, at start: kills every job's control group that no running job holds
+        (a dead server's, recovered above, or of a run that ended while it died)."""
+        return self._executor.containment.sweep(self._queue.running_ids())

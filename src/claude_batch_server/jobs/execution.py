@@ -17,8 +17,10 @@ import anyio
 from sqlalchemy import BindParameter, ColumnElement, Connection, bindparam, func, select, update
 
 from claude_batch_server.accounts import Account
+from claude_batch_server.cgroups.base import Flavour, Usage
 from claude_batch_server.files.safe import write_beneath
 from claude_batch_server.jobs import command
+from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import ImageStore, media_type
 from claude_batch_server.jobs.queue import Claim
@@ -56,6 +58,7 @@ class StopRequest:
 
 
 SHUTDOWN = "shutdown"
+OOM = "oom"  # the kernel killed a process of the job for its memory
 SERVER_GONE = "the server stopped while this job was running; it did not finish"
 
 
@@ -80,6 +83,7 @@ class JobExecutor:
         spawner: Spawner,
         metrics: Metrics,
         owner: str,
+        containment: Containment,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -92,6 +96,7 @@ class JobExecutor:
         self._spawner = spawner
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
+        self.containment = containment
 
     async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         """Runs the claimed job's pending run to its end and records it; returns the final
@@ -121,7 +126,11 @@ class JobExecutor:
         spec, commit = prepared
         spawned = time.perf_counter()
         process = AgentProcess(spec, self._spawner)
-        await process.start()
+        try:
+            await process.start()
+        except BaseException:
+            await anyio.to_thread.run_sync(self.containment.end, job.id)
+            raise
         log.info(
             "agent started",
             job=job.id,
@@ -140,8 +149,8 @@ class JobExecutor:
             claim.last_seq,
         )
         try:
-            ended = await self._follow(process, recorder, stop, timeout, result)
-            outcome = _outcome(ended, process.poll(), result, timeout)
+            ended = await self._follow(process, recorder, stop, timeout, result, job)
+            outcome = _outcome(ended, process.poll(), result, timeout, self.containment)
             await recorder.close(functools.partial(self._finish_in, job.id, outcome, result))
         except Exception:
             await recorder.close()
@@ -157,17 +166,39 @@ class JobExecutor:
         stop: StopRequest,
         timeout: float,
         result: RunResult,
+        job: Job,
     ) -> str:
-        """Records the process's output until it ended; returns how it ended."""
+        """Records the process's output until it ended, and what its control group used;
+        returns how it ended."""
         readers = asyncio.gather(
             _pump(process.stdout(), recorder, lambda line: parse_stdout(line, result), result),
             _pump(process.stderr(), recorder, stderr_event, None, keep=result.stderr_tail),
         )
-        ended = await self._supervise(process, stop.event, timeout)
-        await process.clear_group()
+        live = functools.partial(self._record_usage, job)
+        watch = asyncio.create_task(
+            self.containment.watch(job.id, live, functools.partial(stop.set, OOM))
+        )
+        try:
+            ended = await self._supervise(process, stop.event, timeout)
+            await process.clear_group()
+        finally:
+            watch.cancel()
+            used = await anyio.to_thread.run_sync(self.containment.end, job.id)
+        measured = self.containment.flavour is not Flavour.NONE
+        self._metrics.run_resources(measured, used.cpu_seconds, used.memory_peak_bytes)
+        result.cpu_seconds, result.memory_peak_bytes = _totals(job, used)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, PIPE_DRAIN)
+        if used.oom_kills and ended == "exited":  # killed before the watch saw it
+            return OOM
         return stop.reason if ended == "stopped" else ended
+
+    def _record_usage(self, job: Job, used: Usage) -> None:
+        """Blocking: a running job's figures so far (its runs before this one included)."""
+        cpu, peak = _totals(job, used)
+        params = {"job_id": job.id, "owner": self._owner, "cpu": cpu, "peak": peak}
+        with self._database.connection() as connection:
+            connection.execute(_LIVE_USAGE, params)
 
     def _prepare(
         self, job: Job, repository_commit: str | None
@@ -193,7 +224,8 @@ class JobExecutor:
         line = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
         env = command.environment(account)
-        return RunSpec(line.argv, env, path, account, stdin, line.files), commit
+        procs = tuple(self.containment.create(job.id))
+        return RunSpec(line.argv, env, path, account, stdin, line.files, procs), commit
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()
@@ -332,8 +364,15 @@ def _finish_params(job_id: str, outcome: Outcome, result: RunResult) -> dict[str
         "cost": result.cost_usd,
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
+        "cpu_seconds": result.cpu_seconds,
+        "memory_peak": result.memory_peak_bytes,
         "now": utcnow(),
     }
+
+
+def _totals(job: Job, used: Usage) -> tuple[float, int]:
+    """The job's CPU time over all its runs, and the highest peak of memory of any run."""
+    return job.cpu_seconds + used.cpu_seconds, max(job.memory_peak_bytes, used.memory_peak_bytes)
 
 
 def _param(name: str, column: str) -> BindParameter[Any]:
@@ -360,6 +399,18 @@ _RECORD_START = (
         session_id=_given_or_kept("new_session_id", "session_id"),
     )
 )
+_LIVE_USAGE = (
+    update(JOBS)
+    .where(
+        _THIS_JOB,
+        JOBS.c.status == JobStatus.RUNNING,
+        JOBS.c.lease_owner == bindparam("owner"),
+    )
+    .values(
+        cpu_seconds=_param("cpu", "cpu_seconds"),
+        memory_peak_bytes=_param("peak", "memory_peak_bytes"),
+    )
+)
 _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's to end
     update(JOBS)
     .where(
@@ -377,6 +428,8 @@ _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's 
         cost_usd=JOBS.c.cost_usd + _param("cost", "cost_usd"),
         input_tokens=JOBS.c.input_tokens + _param("input_tokens", "input_tokens"),
         output_tokens=JOBS.c.output_tokens + _param("output_tokens", "output_tokens"),
+        cpu_seconds=_given_or_kept("cpu_seconds", "cpu_seconds"),
+        memory_peak_bytes=_given_or_kept("memory_peak", "memory_peak_bytes"),
         completed_at=_param("now", "completed_at"),
         runs=JOBS.c.runs + 1,
         cancel_requested=False,
@@ -390,7 +443,11 @@ _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's 
 )
 
 
-def _outcome(ended: str, exit_code: int | None, result: RunResult, timeout: float) -> Outcome:
+def _outcome(
+    ended: str, exit_code: int | None, result: RunResult, timeout: float, contained: Containment
+) -> Outcome:
+    if ended == OOM:
+        return Outcome(JobStatus.FAILED, exit_code, _out_of_memory(contained.limits.memory_max))
     if ended == "cancelled":
         return Outcome(JobStatus.CANCELLED, exit_code, "cancelled")
     if ended == SHUTDOWN:
@@ -400,6 +457,15 @@ def _outcome(ended: str, exit_code: int | None, result: RunResult, timeout: floa
     if exit_code == 0 and result.succeeded:
         return Outcome(JobStatus.COMPLETED, 0, None)
     return Outcome(JobStatus.FAILED, exit_code, _failure(exit_code, result))
+
+
+def _out_of_memory(limit: int) -> str:
+    if not limit:
+        return "out of memory: the kernel killed a process of the job"
+    return (
+        f"out of memory: the job reached JOB_MEMORY_MAX ({limit / 2**20:g} MiB) and its"
+        " processes were killed"
+    )
 
 
 def _failure(exit_code: int | None, result: RunResult) -> str:

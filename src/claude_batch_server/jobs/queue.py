@@ -234,6 +234,10 @@ class JobQueue:
             ).all()
         return [job for job in jobs if _abandoned(job, now)]
 
+    def running_ids(self) -> list[str]:
+        with self._database.read() as session:
+            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+
     def take_over(self, job_id: str, previous_owner: str | None) -> bool:
         """Moves an abandoned job's lease to us; False when someone else was quicker."""
         with self._database.session() as session:

@@ -53,6 +53,7 @@ class RunSpec:
     # flag -> content: written by the job's own process into a folder only its user reads,
     # and passed as `flag=path`, never in the command line (see `command`)
     files: dict[str, str] = field(default_factory=dict)
+    cgroup_procs: tuple[str, ...] = ()  # the job's control group, joined before it runs
 
 
 class SpawnError(RuntimeError):
@@ -223,6 +224,7 @@ def _request(request_id: int, spec: RunSpec) -> spawner.Request:
         groups=list(account.supplementary_gids),
         grace=REAPER_GRACE,
         nofile=OPEN_FILES,
+        cgroups=list(spec.cgroup_procs),
     )
 
 

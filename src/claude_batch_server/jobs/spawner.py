@@ -3,9 +3,9 @@
 Forking the server itself per job is slow: its ~100 MB of memory must be mapped into each
 child, CPython cannot use vfork once user=, group= and extra_groups= are given, and a
 fresh Python for the reaper costs tens of milliseconds more. The spawner is started once,
-imports little, and forks a copy of itself per job, which takes the job's user, groups,
-session and limits and then runs the reaper (`reaper.reap`) in place: a job starts with
-one fork of a small process and one exec, of Claude Code.
+imports little, and forks a copy of itself per job, which joins the job's control group,
+takes the job's user, groups, session and limits and then runs the reaper (`reaper.reap`)
+in place: a job starts with one fork of a small process and one exec, of Claude Code.
 
     python -I -m claude_batch_server.jobs.spawner REQUESTS_FD REPORTS_FD
 
@@ -48,6 +48,7 @@ class Request(TypedDict):
     groups: list[int]
     grace: float
     nofile: int
+    cgroups: list[str]  # the cgroup.procs files of the job's control group
 
 
 def encode(request: Request) -> bytes:
@@ -152,6 +153,9 @@ def _become_job(request: Request, fds: list[int]) -> None:
     """In the forked child: become the job's process, run it, and never return."""
     status = NO_START
     try:
+        for procs in request["cgroups"]:  # before anything runs, while we are root
+            with open(procs, "w") as group:
+                group.write(str(os.getpid()))
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for target, fd in enumerate(fds):

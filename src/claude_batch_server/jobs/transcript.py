@@ -35,6 +35,9 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)  # the last lines, for the error
     recorded: bool = False  # the process and the run's start are in the database
+    # the job's figures after this run, from its control group (None: not measured)
+    cpu_seconds: float | None = None
+    memory_peak_bytes: int | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -162,6 +162,9 @@ class Job(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # from the job's control group: CPU time over its runs, the highest peak of one run
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # who runs it: the lease a dispatcher holds, and the process group it started
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -44,6 +44,7 @@ def job_response(job: Job, position: int | None) -> JobResponse:
         num_turns=job.num_turns,
         cost_usd=job.cost_usd,
         usage={"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
+        resources={"cpu_seconds": job.cpu_seconds, "memory_peak_bytes": job.memory_peak_bytes},
         images=job.images,
         options=job.options,
     )

@@ -9,4 +9,5 @@ router = APIRouter(prefix="/system", tags=["operations"])
 @router.get("/storage", response_model=StorageResponse, responses={403: {}})
 def storage(_: AdminUser, services: ServicesDep) -> StorageResponse:
     """The copy-on-write probe of DATA_DIR: what works there, and what is in use."""
-    return StorageResponse.model_validate(services.workspaces.report())
+    report = services.workspaces.report() | {"cgroup": services.containment.flavour.value}
+    return StorageResponse.model_validate(report)

@@ -11,3 +11,4 @@ class HealthResponse(BaseModel):
     status: str
     version: str
     checks: Checks
+    cgroup: str  # v1, v2 or none: the control groups that jobs run in

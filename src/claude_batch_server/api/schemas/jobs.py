@@ -40,6 +40,14 @@ class Usage(ApiModel):
     output_tokens: int
 
 
+class Resources(ApiModel):
+    """Measured from the job's control group, all its processes together: CPU time added
+    up over its runs, the highest peak of memory of one run."""
+
+    cpu_seconds: float
+    memory_peak_bytes: int
+
+
 class JobResponse(ApiModel):
     job_id: str
     user: str
@@ -57,6 +65,7 @@ class JobResponse(ApiModel):
     num_turns: int
     cost_usd: float
     usage: Usage
+    resources: Resources
     images: list[str]
     options: dict[str, Any]
 

@@ -44,3 +44,4 @@ class StorageResponse(ApiModel):
     filesystem: str
     strategy: str
     available: StorageAvailability
+    cgroup: str  # v1, v2 or none: the control groups that jobs run in
