@@ -62,6 +62,7 @@ class Services:
         return self.auditor.around(user=user.name, address=address, action=action, target=target)
 
     def close(self) -> None:
+        self.containment.close()
         self.database.close()
 
 

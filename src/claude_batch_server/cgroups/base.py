@@ -78,6 +78,10 @@ class ControlGroups(Protocol):
         """The groups that exist beneath the server's own, also those of a dead server."""
         ...
 
+    def close(self) -> None:
+        """Removes the server's root group, unless a job's group is still in it."""
+        ...
+
 
 def root_name(data_dir: Path) -> str:
     return ROOT_PREFIX + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]

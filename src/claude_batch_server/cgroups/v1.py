@@ -128,3 +128,9 @@ class V1Groups:
         if self.tracker is not None:
             found.update(self.tracker.names())
         return sorted(found)
+
+    def close(self) -> None:
+        for parent in set(self.parents.values()):
+            remove_dir(parent)
+        if self.tracker is not None:
+            self.tracker.close()

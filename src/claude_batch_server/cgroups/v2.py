@@ -91,6 +91,9 @@ class V2Groups:
     def names(self) -> list[str]:
         return job_names(self.parent)
 
+    def close(self) -> None:
+        remove_dir(self.parent)
+
 
 def _enable(controllers: frozenset[str]) -> str:
     return " ".join(f"+{name}" for name in sorted(controllers))

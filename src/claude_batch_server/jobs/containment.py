@@ -89,6 +89,11 @@ class Containment:
                 swept += 1
         return swept
 
+    def close(self) -> None:
+        """Blocking, at a clean stop: removes the server's root group if no job's is left."""
+        if self._groups is not None:
+            self._groups.close()
+
     async def watch(
         self, job_id: str, on_usage: Callable[[Usage], None], on_oom: Callable[[], None]
     ) -> None:
