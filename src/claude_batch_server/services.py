@@ -17,6 +17,7 @@ from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import TokenService
 from claude_batch_server.cgroups.base import Limits as GroupLimits
 from claude_batch_server.cgroups.base import root_name
+from claude_batch_server.files.diffs import BoundedDiffs
 from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
 from claude_batch_server.jobs.containment import Containment
@@ -110,7 +111,7 @@ def build_services(settings: Settings, database: Database) -> Services:
     dispatcher, jobs = _job_engine(
         settings, database, workspaces, repositories, metrics, spawner, containment
     )
-    files = FileService(workspaces, accounts.lookup)
+    files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
         settings,
         database,

@@ -25,6 +25,7 @@ from typing import Protocol
 
 ROOT_PREFIX = "claude-batch-"
 JOB_PREFIX = "job-"
+DIFF_PREFIX = "diff-"  # the server's own work on a job's files (a diff of its workspace)
 EMPTY_WAIT = 5.0  # seconds a killed group gets to empty before it is left to the sweep
 KILL_ROUNDS = 200  # a group whose members keep forking is frozen; this bounds the rounds
 
@@ -169,7 +170,7 @@ def job_names(parent: Path) -> list[str]:
         return sorted(
             entry.name
             for entry in parent.iterdir()
-            if entry.is_dir() and entry.name.startswith(JOB_PREFIX)
+            if entry.is_dir() and entry.name.startswith((JOB_PREFIX, DIFF_PREFIX))
         )
     except FileNotFoundError:
         return []

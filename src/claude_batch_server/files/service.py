@@ -15,11 +15,11 @@ from claude_batch_server.errors import (
     BadRequest,
     NotFound,
     ServiceError,
-    Unavailable,
     UnsupportedMedia,
 )
 from claude_batch_server.files import safe
-from claude_batch_server.repositories import git
+from claude_batch_server.files.diffs import BoundedDiffs
+from claude_batch_server.jobs.status import ENDED
 from claude_batch_server.store.tables import Job
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
@@ -71,10 +71,14 @@ class OpenFile:
 
 class FileService:
     def __init__(
-        self, workspaces: WorkspaceEngine, lookup: Callable[[str], Account | None]
+        self,
+        workspaces: WorkspaceEngine,
+        lookup: Callable[[str], Account | None],
+        diffs: BoundedDiffs,
     ) -> None:
         self._workspaces = workspaces
         self._lookup = lookup
+        self._diffs = diffs
 
     def _root(self, job: Job) -> Path:
         if job.commit is None:
@@ -120,16 +124,16 @@ class FileService:
         except UnicodeDecodeError:
             raise UnsupportedMedia("not UTF-8 text; download it instead") from None
 
-    def diff(self, job: Job) -> bytes:
-        """As the job's user: git never runs as root on a tree an agent wrote."""
+    async def diff(self, job: Job) -> bytes:
+        """As the job's user: git never runs as root on a tree an agent wrote. Within
+        bounds of its own (`diffs`), shared by parallel requests, kept once the job ended."""
         root = self._root(job)
         account = self._lookup(job.user)
         if account is None or job.commit is None:
             raise NotFound(f"account {job.user!r} no longer exists")
-        try:
-            return git.diff_workspace(account, root, job.commit)
-        except git.GitError as error:
-            raise Unavailable(f"git diff failed: {error}") from error
+        ended = job.status in ENDED
+        version = f"{job.runs}:{job.completed_at}" if ended else None
+        return await self._diffs.diff(job.id, version, account, root, job.commit)
 
 
 def _entry(item: os.DirEntry[str], prefix: str) -> Entry | None:

@@ -53,12 +53,21 @@ class Containment:
 
     def create(self, job_id: str) -> list[str]:
         """Blocking: the job's group, made anew; the cgroup.procs files its process joins."""
+        return self.create_named(JOB_PREFIX + job_id, self.limits)
+
+    def create_named(self, name: str, limits: Limits) -> list[str]:
+        """Blocking: the group `name`, made anew; the cgroup.procs files to join."""
         if self._groups is None:
             return []
-        name = JOB_PREFIX + job_id
         self._groups.kill(name)  # what a run before it may have left
         self._groups.remove(name)
-        return self._groups.create(name, self.limits)
+        return self._groups.create(name, limits)
+
+    def end_named(self, name: str) -> None:
+        """Blocking: kills whatever is in the group `name`, and removes it."""
+        if self._groups is not None:
+            self._groups.kill(name)
+            self._groups.remove(name)
 
     def usage(self, job_id: str) -> Usage:
         if self._groups is None:

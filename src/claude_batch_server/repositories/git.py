@@ -4,6 +4,7 @@ them, in a folder of theirs), and a workspace's diff, with the server's (`server
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,16 +85,20 @@ def head(account: Account, repo: Path) -> Head:
 IMAGE_DIR = ".claude-batch"  # the job's images: the server put them there, not the job
 
 
-def diff_workspace(account: Account, workspace: Path, commit: str) -> bytes:
-    """What a workspace changed against `commit`, new untracked files included, as the
-    workspace's user and with a git dir of the server's own (`servergit.borrowed`): the
-    job wrote the workspace's `.git`, and none of it runs here. An index of ours, at
-    `commit`, with intent-to-add entries for new files: nothing is hashed into any store."""
+def diff_workspace(
+    account: Account, workspace: Path, commit: str, leave_out: Sequence[str] = ()
+) -> bytes:
+    """What a workspace changed against `commit`, new untracked files included, but for
+    the files `leave_out` (paths from its top), as the workspace's user and with a git dir
+    of the server's own (`servergit.borrowed`): the job wrote the workspace's `.git`, and
+    none of it runs here. An index of ours, at `commit`, with intent-to-add entries for new
+    files: nothing is hashed into any store."""
     user = servergit.RunAs(account.uid, account.gid, account.supplementary_gids)
     with servergit.borrowed(workspace, user) as git:
         env = {"GIT_INDEX_FILE": str(git.scratch / "index")}
         git.run(["read-tree", commit], env=env)
-        git.run(["add", "--all", "--intent-to-add"], env=env)
-        pathspec = ["--", ".", f":(exclude,top){IMAGE_DIR}"]
+        left_out = [f":(exclude,top,literal){path}" for path in leave_out]
+        git.run(["add", "--all", "--intent-to-add", "--", ".", *left_out], env=env)
+        pathspec = ["--", ".", f":(exclude,top){IMAGE_DIR}", *left_out]
         diff = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all"]
         return git.run([*diff, commit, *pathspec], env=env)

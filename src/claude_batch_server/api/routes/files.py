@@ -65,8 +65,8 @@ def file_content(job: OwnedJob, services: ServicesDep, path: PathQuery) -> FileC
 
 
 @router.get("/diff", response_class=Response, responses={200: {"content": {"text/x-diff": {}}}})
-def job_diff(job: OwnedJob, services: ServicesDep) -> Response:
-    return Response(services.files.diff(job), media_type="text/x-diff")
+async def job_diff(job: OwnedJob, services: ServicesDep) -> Response:
+    return Response(await services.files.diff(job), media_type="text/x-diff")
 
 
 def _attachment(name: str) -> str:
