@@ -79,6 +79,10 @@ def test_attacks_stay_inside_their_group(
     escaped = escaper.run(escaper.repo, f"Escape {marker(ESCAPE)}")
 
     wait_for(lambda: tasks_of(stormer.user.uid) >= PIDS_MAX - 8, 60, "the storm to fill its group")
+    live = wait_for(
+        lambda: stormer.job(storm["jobId"])["resources"]["memoryPeakBytes"], 30, "live figures"
+    )
+    assert live > 0  # read from the group while the job runs
     for _ in range(5):  # the limit holds, and the server answers meanwhile
         assert tasks_of(stormer.user.uid) <= PIDS_MAX
         assert httpx.get(f"{world.server.url}/health", timeout=30).status_code == 200
