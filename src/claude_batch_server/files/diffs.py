@@ -37,10 +37,6 @@ CACHED = 32  # diffs of ended jobs kept
 CACHED_BYTES = 64 * 2**20
 
 
-class DiffTimeout(Unavailable):
-    pass
-
-
 class BoundedDiffs:
     def __init__(self, containment: Containment) -> None:
         self._containment = containment
@@ -64,7 +60,7 @@ class BoundedDiffs:
         try:
             return await asyncio.wait_for(asyncio.shield(computing), WAIT)
         except TimeoutError:
-            raise DiffTimeout(
+            raise Unavailable(
                 f"the diff is taking longer than {WAIT:g} s (a large workspace?); it goes on"
                 " being computed: try again in a while"
             ) from None
@@ -91,7 +87,7 @@ class BoundedDiffs:
         try:
             output = await asyncio.wait_for(_run(json.dumps(request).encode()), DIFF_TIMEOUT)
         except TimeoutError:
-            raise DiffTimeout(
+            raise Unavailable(
                 f"the diff took longer than {DIFF_TIMEOUT:g} s and was stopped"
             ) from None
         finally:
