@@ -66,7 +66,8 @@ def test_attacks_stay_inside_their_group(
 ) -> None:
     fake_anthropic.add_script(HOG, [bash(HOG_COMMAND), text("Done.")])
     fake_anthropic.add_script(STORM, [bash("for i in $(seq 1000); do sleep 300 & done; wait")])
-    escape = (
+    escape = (  # leave the group (refused), start a daemon, kill the job's first process
+        "for procs in /sys/fs/cgroup/*/cgroup.procs; do echo $$ > $procs; done; "
         "setsid -f sh -c 'sleep 1001 & exit'; sleep 1; pkill -9 -u $(id -u) -f 'jobs[.]spawner'"
     )
     fake_anthropic.add_script(ESCAPE, [bash(escape), text("Escaped.")])

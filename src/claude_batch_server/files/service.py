@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+
 from claude_batch_server.accounts import Account
 from claude_batch_server.errors import (
     BadRequest,
@@ -128,7 +130,7 @@ class FileService:
         """As the job's user: git never runs as root on a tree an agent wrote. Within
         bounds of its own (`diffs`), shared by parallel requests, kept once the job ended."""
         root = self._root(job)
-        account = self._lookup(job.user)
+        account = await anyio.to_thread.run_sync(self._lookup, job.user)
         if account is None or job.commit is None:
             raise NotFound(f"account {job.user!r} no longer exists")
         ended = job.status in ENDED
