@@ -276,6 +276,13 @@ DATA_DIR=$data_dir
 #JOB_TIMEOUT_HOURS=24
 # a finished job's workspace is removed this many days after it ended
 #JOB_RETENTION_DAYS=7
+# memory of one job, all its processes (512M, 4G; 0: no limit); default: the machine's
+# memory divided by MAX_CONCURRENT_JOBS
+#JOB_MEMORY_MAX=
+# CPU cores one job may use, e.g. 1.5 (0: no cap)
+#JOB_CPUS=0
+# processes and threads of one job at once
+#JOB_PIDS_MAX=4096
 # the Claude Code CLI
 CLAUDE_COMMAND=$claude_command
 # pam (the $SERVICE PAM service) or shadow (read SHADOW_FILE and PASSWD_FILE)
