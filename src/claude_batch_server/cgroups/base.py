@@ -84,6 +84,13 @@ class ControlGroups(Protocol):
         ...
 
 
+MIN_CPU_QUOTA = 1000  # microseconds per period: the least either kernel interface takes
+
+
+def cpu_quota(cpus: float, period: int) -> int:
+    return max(MIN_CPU_QUOTA, round(cpus * period))
+
+
 def root_name(data_dir: Path) -> str:
     return ROOT_PREFIX + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 

@@ -16,6 +16,7 @@ from claude_batch_server.cgroups.base import (
     Flavour,
     Limits,
     Usage,
+    cpu_quota,
     job_names,
     kill_members,
     make_dir,
@@ -69,7 +70,7 @@ class V1Groups:
         cpu = self._dir("cpu", name)
         if cpu is not None and limits.cpus:
             write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD))
-            write(cpu / "cpu.cfs_quota_us", str(round(limits.cpus * CPU_PERIOD)))
+            write(cpu / "cpu.cfs_quota_us", str(cpu_quota(limits.cpus, CPU_PERIOD)))
         pids = self._dir("pids", name)
         if pids is not None and limits.pids_max:
             write(pids / "pids.max", str(limits.pids_max))

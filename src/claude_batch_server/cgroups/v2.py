@@ -15,6 +15,7 @@ from claude_batch_server.cgroups.base import (
     Flavour,
     Limits,
     Usage,
+    cpu_quota,
     job_names,
     kill_members,
     make_dir,
@@ -61,7 +62,7 @@ class V2Groups:
                 write(group / "memory.swap.max", "0")
             write(group / "memory.oom.group", "1")  # an OOM kill ends the whole job
         if "cpu" in self.controllers and limits.cpus:
-            write(group / "cpu.max", f"{round(limits.cpus * CPU_PERIOD)} {CPU_PERIOD}")
+            write(group / "cpu.max", f"{cpu_quota(limits.cpus, CPU_PERIOD)} {CPU_PERIOD}")
         if "pids" in self.controllers and limits.pids_max:
             write(group / "pids.max", str(limits.pids_max))
         return [str(group / "cgroup.procs")]
