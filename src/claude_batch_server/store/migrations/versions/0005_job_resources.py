@@ -15,14 +15,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("cpu_seconds", sa.Float(), nullable=False, server_default="0"))
-        batch.add_column(
-            sa.Column("memory_peak_bytes", sa.BigInteger(), nullable=False, server_default="0")
-        )
+    # Added with a default, not by recreating the table: on SQLite that would drop `jobs`,
+    # and with it (foreign keys on) every job's events.
+    op.add_column("jobs", sa.Column("cpu_seconds", sa.Float(), nullable=False, server_default="0"))
+    op.add_column(
+        "jobs",
+        sa.Column("memory_peak_bytes", sa.BigInteger(), nullable=False, server_default="0"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("memory_peak_bytes")
-        batch.drop_column("cpu_seconds")
+    op.drop_column("jobs", "memory_peak_bytes")  # in place (SQLite 3.35 on)
+    op.drop_column("jobs", "cpu_seconds")
