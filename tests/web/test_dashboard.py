@@ -1,0 +1,209 @@
+"""The dashboard in a real browser: Debian's headless Chromium against the real server,
+which runs real jobs (the Claude Code CLI against the fake model)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
+from tests.support.server import wait_for
+from tests.web.conftest import Browser, WebWorld, hosts
+
+XSS = [
+    "<script>alert('xss-script')</script>",
+    "<img src=x onerror=alert('xss-img')>",
+    '"><svg onload=alert("xss-svg")>',
+    "<a href=\"javascript:alert('xss-link')\">click</a>",
+    "<iframe src=\"data:text/html,<script>alert('xss-frame')</script>\"></iframe>",
+    '<img src="http://192.0.2.1/beacon.png">',
+    "{{ 7 * 7 }} {% raw %}",
+]
+HOSTILE_NAME = "<img src=x onerror=alert('xss-name')>.html"
+NOTES = "hello from the agent\nsecond line\n"
+
+
+def test_a_wrong_password_shows_an_error(browser: Browser, web_world: WebWorld) -> None:
+    browser.log_in(web_world.alice.user, password="not-the-password")
+    error = browser.wait_for("#login-error")
+    assert "invalid username or password" in error.text
+    assert browser.url.startswith(f"{web_world.server.url}/ui/login")
+    assert browser.driver.get_cookie("cbs_session") is None
+
+
+def test_log_in_and_the_list_shows_a_job_run_by_the_cli(
+    browser: Browser, web_world: WebWorld, fake_anthropic: FakeAnthropic
+) -> None:
+    alice = web_world.alice
+    job = alice.run(alice.repo, f"Say hello\nand nothing more {marker('hello')}")
+    done = alice.wait_ended(job["jobId"])
+    assert done["status"] == "completed"
+
+    browser.log_in(alice.user)
+    row = browser.wait_for(f"tr[data-job='{job['jobId']}']", "completed")
+    assert "shop" in row.text and "Say hello" in row.text and "nothing more" not in row.text
+    assert f"${done['costUsd']:.4f}" in row.text
+    cookie = browser.driver.get_cookie("cbs_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    browser.screenshot("jobs")
+
+
+def test_a_new_job_streams_its_transcript_while_it_runs(
+    browser: Browser, web_world: WebWorld, fake_anthropic: FakeAnthropic
+) -> None:
+    browser.as_user(web_world.alice.user)
+    gate = Path(tempfile.mkdtemp(prefix="cbs-gate-", dir="/var/tmp")) / "open"
+    gate.parent.chmod(0o755)
+    script = fake_anthropic.add_script(
+        "web-gate",
+        [
+            write_file("notes.txt", NOTES),
+            bash(f"while [ ! -e {gate} ]; do sleep 0.2; done; echo gate-passed"),
+            text("All done behind the gate."),
+        ],
+    )
+    browser.open("/ui/jobs/new")
+    browser.find("#prompt").send_keys(f"Write notes, then wait {script}")
+    browser.screenshot("new-job")
+    browser.find("#submit-job").click()
+    browser.wait_for("#job-header")
+    browser.driver.execute_script("window.sameDocument = true")
+
+    waiting = browser.wait_for("details.tool", "while [ ! -e")
+    assert browser.find("#job-status").text.lower() == "running"
+    assert "All done behind the gate." not in browser.text
+    browser.wait_for("details.tool", "notes.txt")
+    gate.touch()
+
+    browser.wait_for(".row.result", "turns")
+    assert "All done behind the gate." in browser.text
+    browser.wait_for("#job-status", "completed")
+    assert browser.driver.execute_script("return window.sameDocument") is True  # no reload
+    waiting.click()  # the tool's result, folded under its call
+    assert "gate-passed" in waiting.text
+    browser.screenshot("job")
+    gate.unlink()
+    gate.parent.rmdir()
+
+
+def test_cancel_a_running_job(
+    browser: Browser, web_world: WebWorld, fake_anthropic: FakeAnthropic
+) -> None:
+    browser.as_user(web_world.alice.user)
+    alice = web_world.alice
+    script = fake_anthropic.add_script("web-sleeper", [bash("sleep 1000"), text("Slept.")])
+    job = alice.run(alice.repo, f"Sleep {script}")
+    browser.open(f"/ui/jobs/{job['jobId']}")
+    browser.wait_for("details.tool", "sleep 1000")
+
+    browser.find("#cancel").click()
+
+    browser.wait_for("#job-status", "cancelled")
+    assert alice.job(job["jobId"])["status"] == "cancelled"
+
+
+def _hostile_job(web_world: WebWorld, fake_anthropic: FakeAnthropic) -> str:
+    alice = web_world.alice
+    corpus = "\n".join(XSS)
+    script = fake_anthropic.add_script(
+        "web-xss",
+        [
+            write_file(HOSTILE_NAME, corpus),
+            bash("sed -i 's/^# hello$/# hello, world/' README.md"),
+            bash(f"printf '%s\\n' {' '.join(repr(x) for x in XSS)}; exit 3"),
+            text(corpus),
+        ],
+    )
+    job = alice.run(alice.repo, f"{XSS[1]} {script}")
+    assert alice.wait_ended(job["jobId"])["status"] == "completed"
+    return str(job["jobId"])
+
+
+def test_hostile_output_names_and_contents_stay_inert(
+    browser: Browser, web_world: WebWorld, fake_anthropic: FakeAnthropic
+) -> None:
+    browser.as_user(web_world.alice.user)
+    job_id = _hostile_job(web_world, fake_anthropic)
+    browser.logs()
+    pages = [
+        f"/ui/jobs/{job_id}",
+        f"/ui/jobs/{job_id}/files",
+        f"/ui/jobs/{job_id}/files/view?path={httpx.QueryParams({'p': HOSTILE_NAME})['p']}",
+        f"/ui/jobs/{job_id}/diff",
+        "/ui/",
+    ]
+    for path in pages:
+        browser.open(path)
+        browser.wait_for("footer")
+        assert browser.alert_text() is None, path
+        assert browser.all("main script, main img, main svg, main iframe") == [], path
+        assert [a for a in browser.all("main a") if "javascript" in a.get_attribute("href")] == []
+    browser.open(f"/ui/jobs/{job_id}")
+    browser.wait_for(".row.text", XSS[0])  # the agent's text, shown as text
+    browser.wait_for("details.tool.failed", "printf")  # the failed call, marked
+    browser.open(f"/ui/jobs/{job_id}/files")
+    browser.wait_for("a.file", HOSTILE_NAME)
+    console, requested = browser.logs()
+    assert console == []
+    assert hosts(requested) == {"127.0.0.1"}
+
+
+def test_the_diff_shows_the_change_and_files_download(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    browser.as_user(web_world.alice.user)
+    alice = web_world.alice
+    job_id = alice.jobs_in("completed")[0]["jobId"]  # the hostile job, newest
+    browser.open(f"/ui/jobs/{job_id}/diff")
+    summary = browser.wait_for("#diff-summary")
+    assert "2 files changed" in summary.text
+    added = [line.text for line in browser.all("pre.diff .add")]
+    removed = [line.text for line in browser.all("pre.diff .del")]
+    assert "+" + XSS[0] in added and "+# hello, world" in added
+    assert removed == ["-# hello"]
+    browser.screenshot("diff")
+
+    gated = next(j for j in alice.jobs_in("completed") if "Write notes" in j["prompt"])
+    browser.open(f"/ui/jobs/{gated['jobId']}/files")
+    browser.screenshot("files")
+    browser.wait_for("a.file", "notes.txt").click()
+    browser.wait_for("ol.code li", "second line")
+    browser.screenshot("file")
+    browser.find("a.download").click()
+    saved = browser.downloads / "notes.txt"
+    wait_for(lambda: saved.exists() and saved.read_bytes() == NOTES.encode(), 30, "the download")
+
+
+def test_register_a_repository_until_ready(browser: Browser, web_world: WebWorld) -> None:
+    browser.as_user(web_world.alice.user)
+    alice = web_world.alice
+    source = Path(os.path.expanduser(f"~{alice.user.name}")) / "source-repo"
+    browser.open("/ui/repositories")
+    browser.find("#repo-name").send_keys("second")
+    browser.find("#repo-url").send_keys(str(source))
+    browser.find("#register").click()
+    browser.wait_for("tr[data-repository='second']", "ready")
+    assert alice.http.get("/repositories/second").json()["status"] == "ready"
+    browser.screenshot("repositories")
+
+
+def test_every_page_has_a_clean_console(browser: Browser, web_world: WebWorld) -> None:
+    browser.as_user(web_world.alice.user)
+    browser.logs()
+    job_id = web_world.alice.jobs_in("completed")[0]["jobId"]
+    for path in ["/ui/", "/ui/jobs/new", "/ui/repositories", f"/ui/jobs/{job_id}"]:
+        browser.open(path)
+        browser.wait_for("footer")
+    browser.log_out()
+    browser.screenshot("login")
+    browser.log_in(web_world.admin)
+    browser.wait_for("nav a", "Admin").click()
+    browser.wait_for("h2", "Audit trail")
+    assert web_world.alice.user.name in browser.text  # every user's jobs
+    browser.screenshot("admin")
+    console, requested = browser.logs()
+    assert console == []
+    assert hosts(requested) == {"127.0.0.1"}
