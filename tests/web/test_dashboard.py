@@ -3,14 +3,18 @@ which runs real jobs (the Claude Code CLI against the fake model)."""
 
 from __future__ import annotations
 
-import os
+import re
+import secrets
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
+from tests.support.api import home_of
 from tests.support.server import wait_for
+from tests.support.users import OsUser
 from tests.web.conftest import Browser, WebWorld, hosts
 
 XSS = [
@@ -180,7 +184,7 @@ def test_the_diff_shows_the_change_and_files_download(
 def test_register_a_repository_until_ready(browser: Browser, web_world: WebWorld) -> None:
     browser.as_user(web_world.alice.user)
     alice = web_world.alice
-    source = Path(os.path.expanduser(f"~{alice.user.name}")) / "source-repo"
+    source = home_of(alice.user) / "source-repo"
     browser.open("/ui/repositories")
     browser.find("#repo-name").send_keys("second")
     browser.find("#repo-url").send_keys(str(source))
@@ -207,3 +211,97 @@ def test_every_page_has_a_clean_console(browser: Browser, web_world: WebWorld) -
     console, requested = browser.logs()
     assert console == []
     assert hosts(requested) == {"127.0.0.1"}
+
+
+# Without a browser: what a hostile page or script could send.
+
+
+def _form_token(page: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def _logged_in(web_world: WebWorld, user: OsUser) -> tuple[httpx.Client, str]:
+    """A client holding a dashboard session of `user`, and the session's form token."""
+    client = httpx.Client(base_url=web_world.server.url, timeout=30)
+    login = _form_token(client.get("/ui/login").text, "login_token")
+    form = {"username": user.name, "password": user.password, "login_token": login}
+    response = client.post("/ui/login", data=form)
+    assert response.status_code == 303, response.text
+    return client, _form_token(client.get("/ui/").text, "csrf")
+
+
+def test_the_session_cookie_and_logout(web_world: WebWorld) -> None:
+    client, csrf = _logged_in(web_world, web_world.alice.user)
+    with closing(client):
+        cookie = client.cookies["cbs_session"]
+        me = client.get("/auth/me", headers={"Authorization": f"Bearer {cookie}"})
+        assert me.json()["user"] == web_world.alice.user.name
+        response = client.post("/ui/logout", data={"csrf": csrf})
+        assert response.status_code == 303
+        assert client.get("/ui/").headers["location"].startswith("/ui/login")
+    me = httpx.get(f"{web_world.server.url}/auth/me", headers={"Authorization": f"Bearer {cookie}"})
+    assert me.status_code == 401  # revoked like any token
+
+
+def test_the_login_sets_a_strict_http_only_cookie(web_world: WebWorld) -> None:
+    with httpx.Client(base_url=web_world.server.url) as client:
+        login = _form_token(client.get("/ui/login").text, "login_token")
+        user = web_world.alice.user
+        response = client.post(
+            "/ui/login",
+            data={"username": user.name, "password": user.password, "login_token": login},
+        )
+    cookie = next(c for c in response.headers.get_list("set-cookie") if "cbs_session" in c)
+    assert {"HttpOnly", "SameSite=strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+    assert "Secure" not in cookie  # plain HTTP here; behind TLS it is set (tests/deploy)
+
+
+def test_forms_refuse_cross_site_requests(web_world: WebWorld) -> None:
+    alice = web_world.alice
+    job = alice.create_job(alice.repo, "never started")
+    client, csrf = _logged_in(web_world, alice.user)
+    cancel = f"/ui/jobs/{job['jobId']}/cancel"
+    with closing(client):
+        refused = [
+            client.post(cancel, data={}),
+            client.post(cancel, data={"csrf": "0" * 64}),
+            client.post(cancel, data={"csrf": csrf}, headers={"Origin": "http://evil.example"}),
+            client.post(cancel, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"}),
+        ]
+        assert [r.status_code for r in refused] == [403] * 4
+        assert alice.job(job["jobId"])["status"] == "created"
+        origin = web_world.server.url
+        done = client.post(cancel, data={"csrf": csrf}, headers={"Origin": origin})
+    assert done.status_code == 303
+    assert alice.job(job["jobId"])["status"] == "cancelled"
+
+
+def test_the_login_form_is_throttled_like_the_api(web_world: WebWorld) -> None:
+    name = f"nobody{secrets.token_hex(3)}"
+    statuses = []
+    with httpx.Client(base_url=web_world.server.url, timeout=30) as client:
+        for _ in range(6):
+            login = _form_token(client.get("/ui/login").text, "login_token")
+            form = {"username": name, "password": "wrong", "login_token": login}
+            response = client.post("/ui/login", data=form)
+            statuses.append(response.status_code)
+    assert statuses == [200] * 5 + [429]
+    assert int(response.headers["retry-after"]) > 0
+    assert "too many failed logins" in response.text
+    api = httpx.post(
+        f"{web_world.server.url}/auth/login", json={"username": name, "password": "wrong"}
+    )
+    assert api.status_code == 429  # one count for both
+
+
+def test_pages_are_outside_the_api_schema_and_carry_a_strict_csp(web_world: WebWorld) -> None:
+    with httpx.Client(base_url=web_world.server.url) as client:
+        root = client.get("/")
+        schema = client.get("/openapi.json").json()
+        login = client.get("/ui/login")
+    assert root.status_code == 307 and root.headers["location"] == "/ui/"
+    assert not [path for path in schema["paths"] if path == "/" or path.startswith("/ui")]
+    policy = login.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
