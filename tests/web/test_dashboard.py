@@ -3,6 +3,7 @@ which runs real jobs (the Claude Code CLI against the fake model)."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import tempfile
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import httpx
 
+from claude_batch_server.jobs.events import EventStore
+from claude_batch_server.jobs.transcript import Event
+from claude_batch_server.store.db import Database
+from claude_batch_server.web.pages.jobs import TRANSCRIPT_PAGE
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
 from tests.support.api import home_of
 from tests.support.server import wait_for
 from tests.support.users import OsUser
-from tests.web.conftest import Browser, WebWorld, hosts
+from tests.web.conftest import WAIT, Browser, WebWorld, hosts
 
 XSS = [
     "<script>alert('xss-script')</script>",
@@ -28,6 +33,7 @@ XSS = [
 ]
 HOSTILE_NAME = "<img src=x onerror=alert('xss-name')>.html"
 NOTES = "hello from the agent\nsecond line\n"
+LONG = 10_000  # events of a long transcript
 
 
 def test_a_wrong_password_shows_an_error(browser: Browser, web_world: WebWorld) -> None:
@@ -305,3 +311,39 @@ def test_pages_are_outside_the_api_schema_and_carry_a_strict_csp(web_world: WebW
     assert not [path for path in schema["paths"] if path == "/" or path.startswith("/ui")]
     policy = login.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe" not in policy
+
+
+def test_a_long_transcript_opens_a_page_at_a_time(browser: Browser, web_world: WebWorld) -> None:
+    """10,000 events: the page shows the first 500 at once and the rest as the reader
+    scrolls. (Written straight into the server's database: no real run makes so many
+    events in the time a test has.)"""
+    browser.as_user(web_world.alice.user)
+    alice = web_world.alice
+    job = alice.create_job(alice.repo, "a long story")
+    alice.http.post(f"/jobs/{job['jobId']}/cancel")
+    events = [
+        Event(
+            "assistant",
+            json.dumps({"message": {"content": [{"type": "text", "text": f"line {n}"}]}}),
+        )
+        for n in range(1, LONG + 1)
+    ]
+    database = Database(f"sqlite:///{web_world.server.data_dir / 'server.db'}")
+    try:
+        with database.connection() as connection:
+            EventStore.append_in(connection, job["jobId"], events)
+    finally:
+        database.close()
+
+    browser.open(f"/ui/jobs/{job['jobId']}")
+    count = "return document.querySelectorAll('.row.text').length"
+    assert browser.driver.execute_script(count) == TRANSCRIPT_PAGE
+    assert browser.all(".more")
+
+    def scrolled_to_the_end() -> bool:
+        browser.driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        return bool(browser.driver.execute_script(count) == LONG and not browser.all(".more"))
+
+    wait_for(scrolled_to_the_end, WAIT, "the whole transcript", 0.2)
+    last = "return document.querySelector('.row.text:last-of-type').textContent"
+    assert browser.driver.execute_script(last) == f"line {LONG}"
