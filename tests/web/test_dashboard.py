@@ -85,7 +85,8 @@ def test_a_new_job_streams_its_transcript_while_it_runs(
     waiting = browser.wait_for("details.tool", "while [ ! -e")
     assert browser.find("#job-status").text.lower() == "running"
     assert "All done behind the gate." not in browser.text
-    browser.wait_for("details.tool", "notes.txt")
+    written = browser.wait_for("details.tool summary", "notes.txt")
+    assert written.text == "Write: notes.txt"  # relative to the workspace
     gate.touch()
 
     browser.wait_for(".row.result", "turns")
@@ -113,6 +114,25 @@ def test_cancel_a_running_job(
 
     browser.wait_for("#job-status", "cancelled")
     assert alice.job(job["jobId"])["status"] == "cancelled"
+
+
+def test_a_follow_up_then_delete(browser: Browser, web_world: WebWorld) -> None:
+    browser.as_user(web_world.alice.user)
+    alice = web_world.alice
+    job = alice.run(alice.repo, f"Say hello {marker('hello')}")
+    alice.wait_ended(job["jobId"])
+    browser.open(f"/ui/jobs/{job['jobId']}")
+    browser.find("#follow-up").send_keys("And once more")
+    browser.find("#resume").click()
+
+    browser.wait_for(".row.run", "run 2 started (a follow-up)")
+    browser.wait_for("#job-status", "completed")
+    assert alice.job(job["jobId"])["numTurns"] == 2
+
+    browser.find("#delete").click()
+    browser.driver.switch_to.alert.accept()  # the page asks first
+    browser.wait_for("h1", "My jobs")
+    assert alice.http.get(f"/jobs/{job['jobId']}").status_code == 404
 
 
 def _hostile_job(web_world: WebWorld, fake_anthropic: FakeAnthropic) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from claude_batch_server.store.tables import JobEvent
@@ -149,7 +149,8 @@ _HANDLERS = {
 }
 
 
-def rows(events: Iterable[JobEvent]) -> list[Row]:
+def rows(events: Iterable[JobEvent], cwd: str = "") -> list[Row]:
+    """`cwd`: the job's workspace, left out of the paths its tools name."""
     out: list[Row] = []
     for event in events:
         handler = _HANDLERS.get(event.type)
@@ -159,4 +160,8 @@ def rows(events: Iterable[JobEvent]) -> list[Row]:
             continue
         if handler is not None and isinstance(body, dict):
             out += handler(event.seq, body)
+    if cwd:  # workspace paths, relative
+        out = [
+            replace(r, text=r.text.replace(cwd + "/", "")) if r.kind == "tool" else r for r in out
+        ]
     return out

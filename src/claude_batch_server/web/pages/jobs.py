@@ -181,11 +181,15 @@ def _resources(job: Job) -> dict[str, Any] | None:
     return None if cpu is None and memory is None else {"cpu": cpu, "memory": memory}
 
 
+def _workspace(job: Job, services: Services) -> str:
+    return str(services.workspaces.workspace_path(job.id))
+
+
 def _transcript_page(job: Job, services: Services, after: int) -> dict[str, Any]:
     events = services.jobs.events_page(job.id, after, TRANSCRIPT_PAGE)
     last = events[-1].seq if events else after
     return {
-        "rows": transcript.rows(events),
+        "rows": transcript.rows(events, _workspace(job, services)),
         "after": last,
         "more": len(events) == TRANSCRIPT_PAGE,
         "live": job.status in LIVE,
@@ -226,10 +230,11 @@ async def job_events(
     """The transcript's new rows as they are written, as Server-Sent Events of HTML
     (rendered and escaped here), until the job has ended."""
     template = TEMPLATES.get_template("transcript_rows.html")
+    workspace = _workspace(job, services)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for event in services.jobs.follow(job.id, last_event_id or after):
-            html = template.render(rows=transcript.rows([event]))
+            html = template.render(rows=transcript.rows([event], workspace))
             if html.strip():
                 yield ServerSentEvent(data=html, event="rows", id=str(event.seq))
         yield ServerSentEvent(data="", event="end")
