@@ -3,9 +3,11 @@ which runs real jobs (the Claude Code CLI against the fake model)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import secrets
+import shutil
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -15,8 +17,9 @@ import httpx
 from claude_batch_server.jobs.events import EventStore
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
-from claude_batch_server.web.pages.jobs import TRANSCRIPT_PAGE
+from claude_batch_server.web.pages.jobs import PAGE_SIZE, TRANSCRIPT_PAGE
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
+from tests.fake_anthropic.images import tiny_png
 from tests.support.api import home_of
 from tests.support.server import wait_for
 from tests.support.users import OsUser
@@ -75,14 +78,19 @@ def test_a_new_job_streams_its_transcript_while_it_runs(
             text("All done behind the gate."),
         ],
     )
+    picture = gate.parent / "mockup.png"
+    picture.write_bytes(tiny_png(2, 2, (200, 0, 0)))
     browser.open("/ui/jobs/new")
     browser.find("#prompt").send_keys(f"Write notes, then wait {script}")
+    browser.find("#images").send_keys(str(picture))
     browser.screenshot("new-job")
     browser.find("#submit-job").click()
     browser.wait_for("#job-header")
     browser.driver.execute_script("window.sameDocument = true")
 
     waiting = browser.wait_for("details.tool", "while [ ! -e")
+    job_id = browser.url.rsplit("/", 1)[-1]
+    assert web_world.alice.job(job_id)["images"] == ["mockup.png"]
     assert browser.find("#job-status").text.lower() == "running"
     assert "All done behind the gate." not in browser.text
     written = browser.wait_for("details.tool summary", "notes.txt")
@@ -96,8 +104,7 @@ def test_a_new_job_streams_its_transcript_while_it_runs(
     waiting.click()  # the tool's result, folded under its call
     assert "gate-passed" in waiting.text
     browser.screenshot("job")
-    gate.unlink()
-    gate.parent.rmdir()
+    shutil.rmtree(gate.parent)
 
 
 def test_cancel_a_running_job(
@@ -367,3 +374,19 @@ def test_a_long_transcript_opens_a_page_at_a_time(browser: Browser, web_world: W
     wait_for(scrolled_to_the_end, WAIT, "the whole transcript", 0.2)
     last = "return document.querySelector('.row.text:last-of-type').textContent"
     assert browser.driver.execute_script(last) == f"line {LONG}"
+
+
+def test_the_list_filters_and_pages(web_world: WebWorld) -> None:
+    alice = web_world.alice
+    made = {alice.create_job(alice.repo, f"batch job {n}")["jobId"] for n in range(PAGE_SIZE + 1)}
+    client, _ = _logged_in(web_world, alice.user)
+    with closing(client):
+        first = client.get("/ui/", params={"status": "created"}).text
+        rows = re.findall(r'data-job="([0-9a-f]{32})"', first)
+        older = re.search(r'id="older" href="([^"]+)"', first)
+        assert older is not None
+        rest = client.get(html.unescape(older.group(1))).text
+        rows += re.findall(r'data-job="([0-9a-f]{32})"', rest)
+        other = client.get("/ui/", params={"repository": "second"}).text
+    assert made <= set(rows) and len(rows) == len(set(rows))
+    assert 'data-job="' not in other  # no job of that repository
