@@ -300,10 +300,11 @@ def test_forms_refuse_cross_site_requests(web_world: WebWorld) -> None:
         refused = [
             client.post(cancel, data={}),
             client.post(cancel, data={"csrf": "0" * 64}),
+            client.post(cancel, data={"csrf": "é" * 64}),
             client.post(cancel, data={"csrf": csrf}, headers={"Origin": "http://evil.example"}),
             client.post(cancel, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"}),
         ]
-        assert [r.status_code for r in refused] == [403] * 4
+        assert [r.status_code for r in refused] == [403] * 5
         assert alice.job(job["jobId"])["status"] == "created"
         origin = web_world.server.url
         done = client.post(cancel, data={"csrf": csrf}, headers={"Origin": origin})
@@ -390,3 +391,24 @@ def test_the_list_filters_and_pages(web_world: WebWorld) -> None:
         other = client.get("/ui/", params={"repository": "second"}).text
     assert made <= set(rows) and len(rows) == len(set(rows))
     assert 'data-job="' not in other  # no job of that repository
+
+
+def test_another_user_finds_nothing_of_alice(web_world: WebWorld) -> None:
+    alice = web_world.alice
+    job_id = alice.jobs_in("completed")[0]["jobId"]
+    bob = web_world.users.create()
+    client, csrf = _logged_in(web_world, bob)
+    with closing(client):
+        pages = [
+            client.get(f"/ui/jobs/{job_id}{tail}")
+            for tail in ("", "/header", "/transcript", "/events", "/files", "/diff")
+        ]
+        pages.append(client.get(f"/ui/jobs/{job_id}/files/download", params={"path": "README.md"}))
+        pages.append(client.post(f"/ui/jobs/{job_id}/delete", data={"csrf": csrf}))
+        pages.append(client.post("/ui/repositories/shop/remove", data={"csrf": csrf}))
+        admin = client.get("/ui/admin")
+        listing = client.get("/ui/").text
+    assert [page.status_code for page in pages] == [404] * len(pages)
+    assert admin.status_code == 403
+    assert job_id not in listing
+    assert alice.job(job_id)["status"] == "completed"
