@@ -388,9 +388,11 @@ def test_the_list_filters_and_pages(web_world: WebWorld) -> None:
         assert older is not None
         rest = client.get(html.unescape(older.group(1))).text
         rows += re.findall(r'data-job="([0-9a-f]{32})"', rest)
-        other = client.get("/ui/", params={"repository": "second"}).text
+        other = client.get("/ui/", params={"status": "", "repository": "second"}).text
+        everything = client.get("/ui/", params={"status": "", "repository": ""})
     assert made <= set(rows) and len(rows) == len(set(rows))
     assert 'data-job="' not in other  # no job of that repository
+    assert everything.status_code == 200 and 'data-job="' in everything.text  # "any"
 
 
 def test_another_user_finds_nothing_of_alice(web_world: WebWorld) -> None:

@@ -34,14 +34,19 @@ Text = Annotated[str, Form(max_length=MAX_PROMPT)]
 Short = Annotated[str, Form(max_length=1000)]
 
 
+def _status(value: str) -> JobStatus | None:
+    """The filter's status; empty (the form's "any") is none."""
+    if value not in {"", *JobStatus}:
+        raise BadRequest(f"unknown status {value!r}")
+    return JobStatus(value) if value else None
+
+
 def _list_context(
-    user: User,
-    services: Services,
-    status: JobStatus | None,
-    repository: str | None,
-    cursor: str | None,
+    user: User, services: Services, status: str, repository: str, cursor: str | None
 ) -> dict[str, Any]:
-    result = services.jobs.page(user, status, PAGE_SIZE, cursor, None, repository)
+    result = services.jobs.page(
+        user, _status(status), PAGE_SIZE, cursor or None, None, repository or None
+    )
     return {
         "jobs": result.jobs,
         "next_cursor": result.next_cursor,
@@ -50,8 +55,8 @@ def _list_context(
     }
 
 
-Status = Annotated[JobStatus | None, Query()]
-RepoFilter = Annotated[str | None, Query(max_length=100)]
+Status = Annotated[str, Query(max_length=16)]
+RepoFilter = Annotated[str, Query(max_length=100)]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN)]
 
 
@@ -60,8 +65,8 @@ def jobs_page(
     request: Request,
     user: PageUser,
     services: ServicesDep,
-    status: Status = None,
-    repository: RepoFilter = None,
+    status: Status = "",
+    repository: RepoFilter = "",
     cursor: Cursor = None,
 ) -> Response:
     context = _list_context(user, services, status, repository, cursor)
@@ -76,8 +81,8 @@ def jobs_rows(
     request: Request,
     user: PageUser,
     services: ServicesDep,
-    status: Status = None,
-    repository: RepoFilter = None,
+    status: Status = "",
+    repository: RepoFilter = "",
     cursor: Cursor = None,
 ) -> Response:
     """The list's rows again, while some job in it may still change."""
