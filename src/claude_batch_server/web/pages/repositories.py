@@ -11,7 +11,8 @@ from starlette.background import BackgroundTask
 from starlette.responses import RedirectResponse, Response
 
 from claude_batch_server.api.deps import ClientAddress, ServicesDep
-from claude_batch_server.repositories.service import RegisterRequest, RepoStatus
+from claude_batch_server.repositories.service import RegisterRequest, RepoStatus, qualified
+from claude_batch_server.store.tables import Repository
 from claude_batch_server.web.deps import FormRepository, page_router
 from claude_batch_server.web.render import page
 from claude_batch_server.web.session import FormUser, PageUser
@@ -25,6 +26,10 @@ def _rows_context(user: PageUser, services: ServicesDep) -> dict[str, Any]:
     repositories = services.repositories.all_visible(user)
     busy = any(repo.status == RepoStatus.CLONING for repo in repositories)
     return {"repositories": repositories, "live": busy}
+
+
+def _target(repo: Repository) -> str:
+    return qualified(repo.registered_by, repo.name)
 
 
 @router.get("/repositories")
@@ -49,9 +54,9 @@ def register(
     description: Field = "",
 ) -> Response:
     request = RegisterRequest(name, git_url, description, branch or None)
-    with services.audit(user, address, "repository.register", name):
+    with services.audit(user, address, "repository.register", qualified(user.name, name)):
         repo = services.repositories.register(user, request)
-    clone = BackgroundTask(anyio.to_thread.run_sync, services.repositories.clone, repo.name)
+    clone = BackgroundTask(anyio.to_thread.run_sync, services.repositories.clone, repo.id)
     return RedirectResponse(HERE, status_code=303, background=clone)
 
 
@@ -59,9 +64,9 @@ def register(
 def pull(
     repo: FormRepository, user: FormUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
-    with services.audit(user, address, "repository.pull", repo.name):
+    with services.audit(user, address, "repository.pull", _target(repo)):
         services.repositories.start_pull(repo)
-    task = BackgroundTask(anyio.to_thread.run_sync, services.repositories.pull, repo.name)
+    task = BackgroundTask(anyio.to_thread.run_sync, services.repositories.pull, repo.id)
     return RedirectResponse(HERE, status_code=303, background=task)
 
 
@@ -69,6 +74,6 @@ def pull(
 def remove(
     repo: FormRepository, user: FormUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
-    with services.audit(user, address, "repository.remove", repo.name):
-        services.repositories.remove(repo, services.active_jobs_of(repo.name))
+    with services.audit(user, address, "repository.remove", _target(repo)):
+        services.repositories.remove(repo, services.active_jobs_of(repo.id))
     return RedirectResponse(HERE, status_code=303)
