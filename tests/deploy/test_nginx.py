@@ -293,7 +293,7 @@ def test_the_dashboard_over_https(
     Host nginx passes on), and the job page's event stream arrives while the job runs."""
     steps = [bash(f"sleep {STREAM_STEP}", f"Wait {n}") for n in range(2)]
     fake_anthropic.add_script("deploy-web-steps", [*steps, text("Waited.")])
-    world = job_world()
+    world = job_world(TRUSTED_PROXIES="127.0.0.1")  # its X-Forwarded-Proto: https
     alice = world.member()
     proxy = start_proxy(world.server)
     origin = {"Origin": proxy.url}

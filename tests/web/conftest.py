@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -114,13 +114,28 @@ class Browser:
 
     def wait_for(self, css: str, text: str = "", deadline: float = WAIT) -> WebElement:
         def shown() -> WebElement | None:
-            for element in self.all(css):
-                if text.lower() in element.text.lower():
-                    return element
+            try:
+                for element in self.all(css):
+                    if text.lower() in element.text.lower():
+                        return element
+            except StaleElementReferenceException:
+                pass  # swapped by a live update meanwhile: look again
             return None
 
         found: WebElement = wait_for(shown, deadline, f"{css} with {text!r} on {self.url}", 0.1)
         return found
+
+    def click(self, css: str) -> None:
+        """Clicks `css`, again if a live update swapped it out under the click."""
+
+        def clicked() -> bool:
+            try:
+                self.find(css).click()
+            except StaleElementReferenceException:
+                return False
+            return True
+
+        wait_for(clicked, WAIT, f"a click on {css}", 0.1)
 
     @property
     def url(self) -> str:

@@ -118,7 +118,7 @@ def test_cancel_a_running_job(
     browser.open(f"/ui/jobs/{job['jobId']}")
     browser.wait_for("details.tool", "sleep 1000")
 
-    browser.find("#cancel").click()
+    browser.click("#cancel")
 
     browser.wait_for("#job-status", "cancelled")
     assert alice.job(job["jobId"])["status"] == "cancelled"
@@ -131,13 +131,13 @@ def test_a_follow_up_then_delete(browser: Browser, web_world: WebWorld) -> None:
     alice.wait_ended(job["jobId"])
     browser.open(f"/ui/jobs/{job['jobId']}")
     browser.find("#follow-up").send_keys("And once more")
-    browser.find("#resume").click()
+    browser.click("#resume")
 
     browser.wait_for(".row.run", "run 2 started (a follow-up)")
     browser.wait_for("#job-status", "completed")
     assert alice.job(job["jobId"])["numTurns"] == 2
 
-    browser.find("#delete").click()
+    browser.click("#delete")
     browser.driver.switch_to.alert.accept()  # the page asks first
     browser.wait_for("h1", "My jobs")
     assert alice.http.get(f"/jobs/{job['jobId']}").status_code == 404
