@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from claude_batch_server import __version__, datadir, errors, logs, maintenance
+from claude_batch_server import __version__, datadir, errors, logs, maintenance, web
 from claude_batch_server.api.limits import BodyLimitMiddleware
 from claude_batch_server.api.routes import (
     audit,
@@ -72,4 +72,5 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install_handlers(app)
     for module in (auth, repositories, jobs, files, system, audit, health, metrics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    web.install(app)
     return app

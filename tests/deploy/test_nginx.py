@@ -276,10 +276,47 @@ def test_job_events_stream_through_one_by_one(
 def test_config_keeps_event_streams_unbuffered() -> None:
     """The server sends X-Accel-Buffering: no as well; the proxy must not rely on it."""
     conf = (DOCKER / "nginx.conf").read_text()
-    events = conf[conf.index("location ~ ^/jobs/[^/]+/events$") :]
-    events = events[: events.index("}")]
-    assert "proxy_buffering off;" in events and "proxy_cache off;" in events
+    for location in ("location ~ ^/jobs/[^/]+/events$", "location ~ ^/ui/jobs/[^/]+/events$"):
+        events = conf[conf.index(location) :]
+        events = events[: events.index("}")]
+        assert "proxy_buffering off;" in events and "proxy_cache off;" in events
     uploads = conf[conf.index("location ~ ^/jobs/[^/]+/images$") :]
     uploads = uploads[: uploads.index("}")]
     assert "client_max_body_size 210m;" in uploads
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+
+
+def test_the_dashboard_over_https(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, start_proxy: StartProxy
+) -> None:
+    """Log in through the proxy (a Secure cookie, the form's Origin checked against the
+    Host nginx passes on), and the job page's event stream arrives while the job runs."""
+    steps = [bash(f"sleep {STREAM_STEP}", f"Wait {n}") for n in range(2)]
+    fake_anthropic.add_script("deploy-web-steps", [*steps, text("Waited.")])
+    world = job_world(TRUSTED_PROXIES="127.0.0.1")  # its X-Forwarded-Proto: https
+    alice = world.member()
+    proxy = start_proxy(world.server)
+    origin = {"Origin": proxy.url}
+
+    with proxy.client() as browser:
+        form = browser.get("/ui/login").text
+        token = form.split('name="login_token" value="')[1].split('"')[0]
+        credentials = {"username": alice.user.name, "password": alice.user.password}
+        login = browser.post(
+            "/ui/login", data={**credentials, "login_token": token}, headers=origin
+        )
+        assert login.status_code == 303, login.text
+        cookie = next(c for c in login.headers.get_list("set-cookie") if "cbs_session" in c)
+        assert "Secure" in cookie and "HttpOnly" in cookie
+        job = alice.run(alice.repo, f"Wait {marker('deploy-web-steps')}")
+        assert browser.get("/ui/").status_code == 200
+
+        statuses = []
+        path = f"/ui/jobs/{job['jobId']}/events"
+        with browser.stream("GET", path, timeout=httpx.Timeout(120)) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("data:") and "sleep" in line:
+                    statuses.append(alice.job(job["jobId"])["status"])
+        assert "running" in statuses  # rows came through before the job ended
+        assert alice.job(job["jobId"])["status"] == "completed"

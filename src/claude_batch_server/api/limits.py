@@ -23,7 +23,12 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+NEW_JOB_FORM = "/ui/jobs/new"  # the dashboard's form: a prompt and its images at once
+
+
 def limit_for(path: str) -> int:
+    if path == NEW_JOB_FORM:
+        return MAX_UPLOAD_BODY + MAX_JSON_BODY
     return MAX_UPLOAD_BODY if path.endswith("/images") else MAX_JSON_BODY
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -31,6 +31,8 @@ from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 DELETE_WAIT = 30.0  # seconds a DELETE waits for a job running elsewhere to stop
 FOLLOW_POLL = 1.0
+ALL_USERS = "*"  # an admin's `owner` for every user's jobs
+MAX_TOTALS = 10_000  # users on the admin page's totals
 
 
 # Built once, for they run on every request naming a job, and on every start or resume.
@@ -60,6 +62,14 @@ class JobRequest:
     options: dict[str, Any]
     images: list[str] = field(default_factory=list)
     owner: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTotals:
+    user: str
+    jobs: int
+    active: int
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -246,14 +256,24 @@ class JobService:
                 session.delete(row)
 
     def page(
-        self, user: User, status: str | None, limit: int, cursor: str | None, owner: str | None
+        self,
+        user: User,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        owner: str | None,
+        repository: str | None = None,
     ) -> JobPage:
+        """Newest first: the caller's jobs, or `owner`'s (`*`: everyone's) for an admin."""
         if owner and owner != user.name and not user.admin:
             raise Forbidden("only members of ADMIN_GROUP may list other users' jobs")
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-        query = query.where(Job.user == (owner or user.name))
+        if owner != ALL_USERS:
+            query = query.where(Job.user == (owner or user.name))
         if status:
             query = query.where(Job.status == status)
+        if repository:
+            query = query.where(Job.repository == repository)
         if cursor:
             created, job_id = _decode_cursor(cursor)
             query = query.where(
@@ -272,6 +292,10 @@ class JobService:
             events += page
             seq = page[-1].seq
         return events
+
+    def events_page(self, job_id: str, seq: int, limit: int) -> list[JobEvent]:
+        """At most `limit` events after `seq`: one page of a long transcript."""
+        return self._events.after(job_id, seq, limit)
 
     async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
         """The job's events after `after`, live, until the job has ended and all are sent.
@@ -294,6 +318,22 @@ class JobService:
                         await wake.wait()
         finally:
             self._broker.unsubscribe(job_id, wake)
+
+    def totals_by_user(self) -> list[UserTotals]:
+        """Every user's job count, active jobs and cost, for the admin page."""
+        active = func.sum(case((Job.status.in_(list(ACTIVE)), 1), else_=0))
+        query = (
+            select(Job.user, func.count(), active, func.sum(Job.cost_usd))
+            .group_by(Job.user)
+            .order_by(Job.user)
+            .limit(MAX_TOTALS)
+        )
+        with self._database.read() as session:
+            rows = session.execute(query).all()
+        return [
+            UserTotals(name, jobs, int(busy or 0), float(cost or 0))
+            for name, jobs, busy, cost in rows
+        ]
 
     def active_jobs_of(self, repo_id: str) -> int:
         """Queued or running jobs of the repository `repo_id`, whoever started them."""
