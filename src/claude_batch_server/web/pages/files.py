@@ -80,15 +80,15 @@ async def download(job: PageJob, services: ServicesDep, path: PathQuery) -> Resp
 
 
 @router.get("/jobs/{job_id}/diff")
-def diff_page(request: Request, job: PageJob, services: ServicesDep) -> Response:
-    parsed = diff.parse(services.files.diff(job))
+async def diff_page(request: Request, job: PageJob, services: ServicesDep) -> Response:
+    parsed = diff.parse(await services.files.diff(job))
     return page(request, "diff.html", tab="diff", diff=parsed, **job_context(job, services))
 
 
 @router.get("/jobs/{job_id}/diff/download")
-def diff_download(job: PageJob, services: ServicesDep) -> Response:
+async def diff_download(job: PageJob, services: ServicesDep) -> Response:
     headers = {
         "Content-Disposition": _attachment(f"{job.id}.diff"),
         "Content-Security-Policy": "sandbox",
     }
-    return Response(services.files.diff(job), media_type="text/x-diff", headers=headers)
+    return Response(await services.files.diff(job), media_type="text/x-diff", headers=headers)
