@@ -196,15 +196,15 @@ def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Itera
         _write(root / "HEAD", "ref: refs/heads/detached\n")
         _write(root / "config", _config(None))
         # modes set, not asked of mkdir: the server's umask (077) would take the user's read
-        (root / "refs").mkdir()
-        (root / "refs").chmod(0o755)
-        for private in (root / "objects", root / "work"):
-            private.mkdir(mode=0o700)
-            os.chown(private, user.uid, user.gid)
-        (root / "objects" / "info").mkdir()
-        (root / "objects" / "info").chmod(0o755)
+        for readable in (root / "refs", root / "objects", root / "objects" / "info"):
+            readable.mkdir()
+            readable.chmod(0o755)
         source = objects or work_tree / ".git" / "objects"
         _write(root / "objects" / "info" / "alternates", f"{source}\n")
+        (root / "work").mkdir(mode=0o700)
+        for private in (root / "objects", root / "work"):  # last: root writes nothing there
+            private.chmod(0o700)
+            os.chown(private, user.uid, user.gid)
         yield Borrowed(root, work_tree, user)
     finally:
         shutil.rmtree(root, ignore_errors=True)
