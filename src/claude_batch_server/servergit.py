@@ -68,8 +68,8 @@ PINNED: Final = (
 
 # What a stored repository's git dir keeps; all of it is data git reads, none runs.
 KEPT: Final = frozenset({"HEAD", "objects", "refs", "packed-refs", "index", "shallow"})
-# Inside `objects/`: these would lead git to objects elsewhere.
-DROPPED_FROM_OBJECTS: Final = ("info/alternates", "info/http-alternates")
+# Inside `objects/info/`: these would lead git to objects elsewhere.
+DROPPED_FROM_INFO: Final = ("alternates", "http-alternates")
 
 
 class GitError(Exception):
@@ -196,15 +196,15 @@ def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Itera
         _write(root / "HEAD", "ref: refs/heads/detached\n")
         _write(root / "config", _config(None))
         # modes set, not asked of mkdir: the server's umask (077) would take the user's read
-        (root / "refs").mkdir()
-        (root / "refs").chmod(0o755)
-        for private in (root / "objects", root / "work"):
-            private.mkdir(mode=0o700)
-            os.chown(private, user.uid, user.gid)
-        (root / "objects" / "info").mkdir()
-        (root / "objects" / "info").chmod(0o755)
+        for readable in (root / "refs", root / "objects", root / "objects" / "info"):
+            readable.mkdir()
+            readable.chmod(0o755)
         source = objects or work_tree / ".git" / "objects"
         _write(root / "objects" / "info" / "alternates", f"{source}\n")
+        (root / "work").mkdir(mode=0o700)
+        for private in (root / "objects", root / "work"):  # last: root writes nothing there
+            private.chmod(0o700)
+            os.chown(private, user.uid, user.gid)
         yield Borrowed(root, work_tree, user)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -218,8 +218,12 @@ def own_git_dir(git_dir: Path) -> None:
     for entry in git_dir.iterdir():
         if entry.name not in KEPT or entry.is_symlink():
             _remove(entry)
-    for name in DROPPED_FROM_OBJECTS:
-        _remove(git_dir / "objects" / name)
+    info = git_dir / "objects" / "info"  # `objects` is a real directory, or gone by now
+    if info.is_symlink():
+        info.unlink()
+    elif info.is_dir():
+        for name in DROPPED_FROM_INFO:
+            _remove(info / name)
     temporary = git_dir / ".config.new"
     _write(temporary, _config(object_format))
     temporary.rename(git_dir / "config")  # a new file: a descriptor kept on the old one

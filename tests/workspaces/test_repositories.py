@@ -209,3 +209,46 @@ def test_a_note_the_staged_tree_brings_is_replaced(
     with pytest.raises(WorkspaceError, match="not at"):
         engine.create_workspace("repo", source.commits[0], "job1", account)
     engine.create_workspace("repo", source.commits[-1], "job2", account)
+
+
+@pytest.mark.parametrize(("filesystem", "strategy"), [("disk", "auto")])
+def test_adopted_git_dir_is_the_servers_own(
+    engine: WorkspaceEngine, source: GitRepo, account: Account, data_dir: Path
+) -> None:
+    """What the clone's maker put in its git dir before it was sealed: a configuration that
+    runs commands, hooks, attributes, alternates (through a symlinked folder whose files
+    must stay), a repository below the top. None of it is stored; the history is."""
+    bait = data_dir / "bait"
+    bait.mkdir()
+    (bait / "alternates").write_text("/somewhere/else\n")
+    staging = data_dir / "staging"
+    staging.mkdir(mode=0o711)
+    git(staging, "clone", "--quiet", str(source.path), "tree")
+    subprocess.run(["chown", "-R", f"{account.uid}:{account.gid}", str(staging)], check=True)
+    as_user(
+        account,
+        """
+        git -C tree config core.fsmonitor /tmp/evil && git -C tree config include.path /tmp/x
+        mkdir -p tree/.git/hooks tree/.git/info tree/sub/.git
+        echo 'exit 1' > tree/.git/hooks/pre-commit && echo '* filter=x' > tree/.git/info/attributes
+        echo 'gitdir: /tmp' > tree/docs.git && echo '[core]' > tree/sub/.git/config
+        """,
+        staging,
+    )
+    info = staging / "tree" / ".git" / "objects" / "info"
+    subprocess.run(["rm", "-rf", str(info)], check=True)
+    info.symlink_to(bait)
+    head = as_user(account, "git -C tree rev-parse HEAD", staging).strip()
+
+    repo = engine.adopt_repository(staging / "tree", "repo")
+
+    git_dir = repo / ".git"
+    kept = {"HEAD", "config", "index", "objects", "packed-refs", "refs", "shallow"}
+    assert {path.name for path in git_dir.iterdir()} <= kept
+    config = (git_dir / "config").read_text()
+    assert "fsmonitor" not in config and "include" not in config
+    assert not (git_dir / "objects" / "info").exists()
+    assert (bait / "alternates").read_text() == "/somewhere/else\n"
+    assert not (repo / "sub" / ".git").exists() and (repo / "docs.git").exists()
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "status", "--porcelain") == "?? docs.git"  # content, not a git dir
