@@ -179,11 +179,9 @@ def job_context(job: Job, services: Services) -> dict[str, Any]:
     }
 
 
-def _resources(job: Job) -> dict[str, Any] | None:
-    """CPU time and peak memory, once the server measures them for a job."""
-    cpu = getattr(job, "cpu_seconds", None)
-    memory = getattr(job, "memory_peak_bytes", None)
-    return None if cpu is None and memory is None else {"cpu": cpu, "memory": memory}
+def _resources(job: Job) -> dict[str, Any]:
+    """CPU time and peak memory of the job's control group, over all its runs."""
+    return {"cpu": job.cpu_seconds, "memory": job.memory_peak_bytes}
 
 
 def _workspace(job: Job, services: Services) -> str:
