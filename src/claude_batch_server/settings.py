@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from claude_batch_server.jobs import landlock
+
 MIN_JWT_KEY_LENGTH = 32
 JWT_KEY_FILE = "jwt.key"
 _BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
@@ -28,6 +30,12 @@ class CowStrategy(StrEnum):
     REFLINK = "reflink"
     OVERLAY = "overlay"
     COPY = "copy"
+
+
+class SandboxMode(StrEnum):
+    AUTO = "auto"  # on where the kernel offers Landlock
+    ON = "on"  # refuse to start without it
+    OFF = "off"
 
 
 class LogFormat(StrEnum):
@@ -72,6 +80,7 @@ class Settings(BaseSettings):
     JOB_MEMORY_MAX: ByteSize | None = None  # None: the machine's memory ÷ MAX_CONCURRENT_JOBS
     JOB_CPUS: float = Field(0, ge=0, le=4096)
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
+    JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
@@ -105,6 +114,13 @@ class Settings(BaseSettings):
     def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_JWT_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_JWT_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("JOB_SANDBOX")
+    @classmethod
+    def _sandbox_possible(cls, value: SandboxMode) -> SandboxMode:
+        if value is SandboxMode.ON and landlock.abi() < 1:
+            raise ValueError("on, but this kernel offers no Landlock")
         return value
 
     @field_validator("DATABASE_URL")

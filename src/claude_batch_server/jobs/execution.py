@@ -26,6 +26,7 @@ from claude_batch_server.jobs.images import ImageStore, media_type
 from claude_batch_server.jobs.queue import Claim
 from claude_batch_server.jobs.recorder import TranscriptRecorder
 from claude_batch_server.jobs.runner import AgentProcess, RunSpec, Spawner
+from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import (
     Event,
@@ -84,6 +85,7 @@ class JobExecutor:
         metrics: Metrics,
         owner: str,
         containment: Containment,
+        sandbox: Sandbox,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -97,6 +99,7 @@ class JobExecutor:
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
         self.containment = containment
+        self._sandbox = sandbox
 
     async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         """Runs the claimed job's pending run to its end and records it; returns the final
@@ -111,6 +114,8 @@ class JobExecutor:
             first = None if result.recorded else _run_started(job, self._timeout(job))
             await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
             return outcome.status
+        finally:
+            await anyio.to_thread.run_sync(self._sandbox.release, job.id)
         self._ended(job.id, outcome, job.claimed_at)
         return outcome.status
 
@@ -223,9 +228,11 @@ class JobExecutor:
         session = None if first else job.session_id
         line = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
-        env = command.environment(account)
+        env, confinement = self._sandbox.prepare(job.id, account, path)
+        env = command.environment(account) | env
         procs = tuple(self.containment.create(job.id))
-        return RunSpec(line.argv, env, path, account, stdin, line.files, procs), commit
+        spec = RunSpec(line.argv, env, path, account, stdin, line.files, procs, confinement)
+        return spec, commit
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import anyio
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.jobs import spawner
+from claude_batch_server.jobs import landlock, spawner
 from claude_batch_server.logs import log
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
@@ -54,6 +54,7 @@ class RunSpec:
     # and passed as `flag=path`, never in the command line (see `command`)
     files: dict[str, str] = field(default_factory=dict)
     cgroup_procs: tuple[str, ...] = ()  # the job's control group, joined before it runs
+    sandbox: landlock.Confinement | None = None
 
 
 class SpawnError(RuntimeError):
@@ -225,6 +226,7 @@ def _request(request_id: int, spec: RunSpec) -> spawner.Request:
         grace=REAPER_GRACE,
         nofile=OPEN_FILES,
         cgroups=list(spec.cgroup_procs),
+        sandbox=spec.sandbox,
     )
 
 
