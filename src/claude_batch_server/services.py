@@ -165,6 +165,7 @@ def _job_engine(
         queue.owner,
         containment,
         sandbox,
+        settings.JOB_OUTPUT_MAX_MB,
     )
     dispatcher = Dispatcher(queue, executor)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)

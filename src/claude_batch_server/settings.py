@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     JOB_CPUS: float = Field(0, ge=0, le=4096)
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
     JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
+    JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
