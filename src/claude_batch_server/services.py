@@ -21,6 +21,7 @@ from claude_batch_server.files.diffs import BoundedDiffs
 from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
 from claude_batch_server.jobs.containment import Containment
+from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.execution import JobExecutor
@@ -167,6 +168,7 @@ def _job_engine(
         sandbox,
         settings.JOB_OUTPUT_MAX_MB,
     )
-    dispatcher = Dispatcher(queue, executor)
+    guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
+    dispatcher = Dispatcher(queue, executor, guard)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)
     return dispatcher, jobs

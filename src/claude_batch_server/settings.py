@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -15,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from claude_batch_server.jobs import landlock
 
 MIN_JWT_KEY_LENGTH = 32
+_PERCENT = re.compile(r"(\d{1,2}(?:\.\d+)?)%")
+_SIZE = re.compile(r"(\d{1,15})([KMGT]?)", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 JWT_KEY_FILE = "jwt.key"
 _BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
 
@@ -82,6 +86,7 @@ class Settings(BaseSettings):
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
     JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
     JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
+    DATA_DIR_MIN_FREE: str = "5%"
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
@@ -123,6 +128,22 @@ class Settings(BaseSettings):
         if value is SandboxMode.ON and landlock.abi() < 1:
             raise ValueError("on, but this kernel offers no Landlock")
         return value
+
+    @field_validator("DATA_DIR_MIN_FREE")
+    @classmethod
+    def _free_space(cls, value: str) -> str:
+        if not (_PERCENT.fullmatch(value) or _SIZE.fullmatch(value)):
+            raise ValueError("must be a size such as 2G or 500M, or a percentage below 100%")
+        return value
+
+    def min_free_bytes(self, total: int) -> int:
+        """DATA_DIR_MIN_FREE in bytes, for a filesystem of `total` bytes."""
+        percent = _PERCENT.fullmatch(self.DATA_DIR_MIN_FREE)
+        if percent:
+            return int(total * float(percent.group(1)) / 100)
+        size = _SIZE.fullmatch(self.DATA_DIR_MIN_FREE)
+        assert size is not None, "checked when read"
+        return int(size.group(1)) * _UNITS[size.group(2).upper()]
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -62,6 +62,7 @@ class StopRequest:
 SHUTDOWN = "shutdown"
 OOM = "oom"  # the kernel killed a process of the job for its memory
 OUTPUT_LIMIT = "output limit"
+DISK_FULL = "disk full"
 MEGABYTE = 1024 * 1024
 SERVER_GONE = "the server stopped while this job was running; it did not finish"
 
@@ -480,6 +481,9 @@ def _outcome(
         return Outcome(JobStatus.FAILED, exit_code, SERVER_GONE)
     if ended == "timeout":
         return Outcome(JobStatus.TIMEOUT, exit_code, f"timed out after {timeout:g} s")
+    if ended == DISK_FULL:
+        error = "stopped: free space on DATA_DIR fell below DATA_DIR_MIN_FREE, and of the "
+        return Outcome(JobStatus.FAILED, exit_code, error + "running jobs this one grew most")
     if ended == OUTPUT_LIMIT:
         limit = f"JOB_OUTPUT_MAX_MB ({output_mb} MB)"
         return Outcome(JobStatus.FAILED, exit_code, f"stopped: its transcript reached {limit}")

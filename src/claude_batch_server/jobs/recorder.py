@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import anyio
 from sqlalchemy import Connection, bindparam, update
+from sqlalchemy.exc import OperationalError
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.transcript import Event
@@ -32,6 +33,10 @@ FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 LINGER = 0.01  # seconds a later batch waits for more lines, or the run's end, to share it
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 BACKLOG_BYTES = 16 * 1024 * 1024  # or bytes of them
+# a write that fails for want of space (or a moment's outage) is tried again meanwhile:
+# the disk guard frees room for the database within a tick (see disk.py)
+WRITE_TRIES = 10
+WRITE_PAUSE = 0.5  # seconds
 _SESSION_ID = (  # built once: constructing a statement costs more than running it
     update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(session_id=bindparam("sid"))
 )
@@ -155,7 +160,14 @@ class TranscriptRecorder:
         session_id = self._session_id
         if session_id == self._stored_session_id:
             session_id = None
-        await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+        for tries_left in reversed(range(WRITE_TRIES)):
+            try:
+                await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+                break
+            except OperationalError:
+                if not tries_left:
+                    raise
+                await asyncio.sleep(WRITE_PAUSE)
         self._stored_session_id = session_id or self._stored_session_id
         self._broker.publish(self._job_id)
 
