@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ RESERVE = 64 * 1024 * 1024  # bytes kept back for the database, at most
 RESERVE_FILE = "reserve"
 MIN_GROWTH = 1024 * 1024  # bytes a job must have grown by to be stopped for the space
 WALK_LIMIT = 1_000_000  # entries walked per tree, at most
+WALK_PAUSE = 10.0  # seconds, while space stays low, after a walk that found none to stop
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class DiskGuard:
         self._workspaces = workspaces
         self._sandbox = sandbox
         self._stopped: set[str] = set()  # jobs stopped for the space, until they end
+        self._next_walk = 0.0  # monotonic time
         self.low = False  # whether new starts wait
 
     def check(self, running: list[str]) -> str | None:
@@ -64,11 +67,12 @@ class DiskGuard:
         was_low, self.low = self.low, space.free < minimum
         if self.low != was_low:
             log.warning("free space on DATA_DIR", low=self.low, free=space.free, minimum=minimum)
-        if not self.low:
+        if not self.low or time.monotonic() < self._next_walk:
             return None
         growth = {job_id: self.growth(job_id) for job_id in running if job_id not in self._stopped}
         victim = max(growth, key=growth.__getitem__, default=None)
         if victim is None or growth[victim] < MIN_GROWTH:
+            self._next_walk = time.monotonic() + WALK_PAUSE
             return None
         log.warning("stopping the job that grew most", job=victim, grew=growth[victim])
         self._stopped.add(victim)

@@ -316,6 +316,7 @@ class JobExecutor:
     ) -> None:
         """Blocking: records how a run ended, in the job and in its transcript (after the
         `started` mark, if that was not written yet)."""
+        self._sandbox.release(job_id)  # a run that failed, or died with its server
         with self._database.read_connection() as connection:
             claimed = connection.scalar(_CLAIMED_AT, {"job_id": job_id})
         self._finish(job_id, outcome, result, started)

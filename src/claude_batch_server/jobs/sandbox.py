@@ -55,7 +55,8 @@ class Sandbox:
         """Blocking, as root: the run's temporary folder; returns the environment that
         points at it and, with the sandbox on, what the job's process confines itself to."""
         tmp = self.tmp_path(job_id)
-        self._tmp_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self._tmp_root.mkdir(parents=True, exist_ok=True)
+        self._tmp_root.chmod(0o711)  # users pass through to their own, never list it
         self.release(job_id)  # whatever a run that died with the server left
         tmp.mkdir(mode=0o700)
         os.chown(tmp, account.uid, account.gid)
