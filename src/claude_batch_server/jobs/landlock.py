@@ -79,10 +79,11 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def abi() -> int:
+def abi(libc: ctypes.CDLL | None = None) -> int:
     """The Landlock ABI version the kernel offers; 0 when it offers none (too old, or
     Landlock not among the active security modules)."""
-    version = _libc().syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
+    libc = libc or _libc()
+    version = libc.syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
     return max(int(version), 0)
 
 
@@ -103,12 +104,14 @@ def confine(confinement: Confinement) -> int:
 
 def restrict_writes(writable: Iterable[str]) -> int:
     """From now on this process and its descendants write only beneath `writable` (paths
-    that do not exist are left out); returns the ABI version used. Sets no_new_privs, as
+    that do not exist, or that the caller cannot reach, are left out); returns the ABI
+    version used. Sets no_new_privs, as
     Landlock requires of an unprivileged caller: no setuid program raises the job again."""
-    version = abi()
+    libc = _libc()
+    version = abi(libc)
     if version < 1:
         raise LandlockError(errno.EOPNOTSUPP, "Landlock is not available")
-    libc, handled = _libc(), write_rights(version)
+    handled = write_rights(version)
     attr = _RulesetAttr(handled)
     ruleset = _check(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
     try:
@@ -124,7 +127,7 @@ def restrict_writes(writable: Iterable[str]) -> int:
 def _allow(libc: ctypes.CDLL, ruleset: int, path: str, handled: int) -> None:
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # not there, or out of the user's reach
         return
     try:
         is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)

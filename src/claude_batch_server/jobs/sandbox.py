@@ -34,10 +34,12 @@ CLAUDE_STATE = (
     "file-history",
     "statsig",
     "debug",
+    "telemetry",
 )
 CREDENTIALS = ".credentials.json"  # rewritten when an OAuth login refreshes its token
 DEVICES = ("/dev/null",)
-CACHE_VARIABLES = ("XDG_CACHE_HOME", "npm_config_cache")  # caches that live in HOME
+# caches that would live in HOME: pip, Go's build cache and most tools use XDG's
+CACHE_VARIABLES = ("XDG_CACHE_HOME", "npm_config_cache", "GOMODCACHE")
 
 
 class Sandbox:
