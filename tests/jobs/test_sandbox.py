@@ -25,6 +25,7 @@ ATTEMPTS = "; ".join(
         "echo pwned >> ~/.bashrc; echo bashrc=$? > report.txt",
         'echo "{}" > ~/.claude/settings.json; echo settings=$? >> report.txt',
         "git config --global user.name mallory; echo gitconfig=$? >> report.txt",
+        "ln ~/.bashrc bashrc-link; echo hardlink=$? >> report.txt",
         'echo t > "$TMPDIR/t" && echo tmp=$? >> report.txt',
         "echo tmpdir=$TMPDIR >> report.txt",
     ]
@@ -50,7 +51,8 @@ def test_a_job_writes_its_workspace_and_tmp_only(
     assert done["status"] == "completed", done["error"]
     content = alice.http.get(f"/jobs/{job['jobId']}/files/content", params={"path": "report.txt"})
     found = report(content.json()["content"])
-    assert found["bashrc"] != "0" and found["settings"] != "0" and found["gitconfig"] != "0"
+    refused = ("bashrc", "settings", "gitconfig", "hardlink")
+    assert all(found[attempt] != "0" for attempt in refused), found
     assert found["tmp"] == "0"
     assert (bashrc.read_bytes() if bashrc.exists() else b"") == before
     assert not (home_of(alice.user) / ".claude" / "settings.json").exists()
