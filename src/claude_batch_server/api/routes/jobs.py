@@ -173,7 +173,7 @@ async def job_events(
     after the last one; an empty page is the end so far)."""
     start = after if after is not None else last_event_id
     if not follow:
-        events = await anyio.to_thread.run_sync(services.jobs.events_after, job.id, start, limit)
+        events = await anyio.to_thread.run_sync(services.jobs.events_page, job.id, start, limit)
         return [event_response(event) for event in events]
 
     async def stream() -> Any:
