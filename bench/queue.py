@@ -2,6 +2,7 @@
 second pass through the queue, on SQLite and on PostgreSQL.
 
     .venv/bin/python -m bench.queue [--jobs 200] [--slots 8] [--backends sqlite,postgres]
+                                    [--sandbox auto|on|off]
 
 As root (it makes a throwaway OS user and, for PostgreSQL, a throwaway cluster). The
 agent is a stand-in that prints a stream-json result and exits at once, so the numbers
@@ -43,7 +44,9 @@ echo '{RESULT}'
 """
 
 
-def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer:
+def start_server(
+    root: Path, database_url: str | None, slots: int, sandbox: str = "auto"
+) -> LiveServer:
     agent = root / "agent.sh"
     agent.write_text(STAND_IN)
     agent.chmod(0o755)
@@ -54,6 +57,7 @@ def start_server(root: Path, database_url: str | None, slots: int) -> LiveServer
         "MAX_CONCURRENT_JOBS": str(slots),
         "LOG_FORMAT": "json",
         "JWT_KEY": "bench-" + "k" * 60,
+        "JOB_SANDBOX": sandbox,
     }
     if database_url:
         env["DATABASE_URL"] = database_url
@@ -116,7 +120,7 @@ def measure(backend: str, database_url: str | None, args: argparse.Namespace) ->
     with tempfile.TemporaryDirectory(prefix="bench-queue-", dir=args.dir) as tmp:
         root = Path(tmp)
         root.chmod(0o755)
-        server = start_server(root, database_url, slots)
+        server = start_server(root, database_url, slots, args.sandbox)
         try:
             api = Api(server, users.create())
             api.ready_repository("bench", make_git_repo(home_of(api.user), api.user))
@@ -140,6 +144,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--dir", type=Path, default=Path("/var/lib"), help="where DATA_DIR goes")
+    parser.add_argument("--sandbox", default="auto", help="JOB_SANDBOX of the server")
     args = parser.parse_args()
     print("| database | jobs | start → agent median (ms) | p99 (ms) | slots | jobs/s |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -8,7 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from claude_batch_server.jobs import landlock
+from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.settings import Settings
 from tests.support.server import SERVER_BIN, ServerFactory
 from tests.support.users import UserFactory
@@ -24,6 +27,10 @@ from tests.support.users import UserFactory
         ("MAX_CONCURRENT_JOBS", "0"),
         ("DATABASE_URL", "mysql://x"),
         ("TRUSTED_PROXIES", "nginx"),
+        ("DATA_DIR_MIN_FREE", "120%"),
+        ("DATA_DIR_MIN_FREE", "lots"),
+        ("JOB_OUTPUT_MAX_MB", "0"),
+        ("JOB_SANDBOX", "maybe"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(
@@ -80,3 +87,21 @@ def test_generated_key_is_kept_with_mode_0600(
     with server.client(token) as client:
         assert client.get("/auth/me").status_code == 200
     assert key not in server.log()
+
+
+@pytest.mark.parametrize(
+    ("value", "total", "expected"),
+    [("5%", 1000 << 20, 50 << 20), ("2G", 1, 2 << 30), ("500m", 1, 500 << 20), ("0", 9, 0)],
+)
+def test_min_free_space_is_a_size_or_a_share(value: str, total: int, expected: int) -> None:
+    settings = Settings(DATA_DIR_MIN_FREE=value)
+    assert settings.min_free_bytes(total) == expected
+
+
+def test_job_sandbox_on_is_refused_where_the_kernel_has_no_landlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(landlock, "abi", lambda libc=None: 0)
+    with pytest.raises(ValidationError, match="no Landlock"):
+        Settings(JOB_SANDBOX="on")
+    assert Sandbox(Settings(JOB_SANDBOX="auto").JOB_SANDBOX, Path("/nonexistent")).abi == 0

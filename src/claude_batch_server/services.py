@@ -21,12 +21,14 @@ from claude_batch_server.files.diffs import BoundedDiffs
 from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
 from claude_batch_server.jobs.containment import Containment
+from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.execution import JobExecutor
 from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
 from claude_batch_server.jobs.runner import Spawner
+from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Audit, Auditor
 from claude_batch_server.metrics import Metrics
@@ -53,6 +55,7 @@ class Services:
     metrics: Metrics
     spawner: Spawner
     containment: Containment
+    sandbox: Sandbox
 
     def active_jobs_of(self, repo_id: str) -> int:
         return self.jobs.active_jobs_of(repo_id)
@@ -108,8 +111,9 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     spawner = Spawner()
+    sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
     dispatcher, jobs = _job_engine(
-        settings, database, workspaces, repositories, metrics, spawner, containment
+        settings, database, workspaces, repositories, metrics, spawner, containment, sandbox
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -126,6 +130,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         metrics,
         spawner,
         containment,
+        sandbox,
     )
 
 
@@ -141,6 +146,7 @@ def _job_engine(
     metrics: Metrics,
     spawner: Spawner,
     containment: Containment,
+    sandbox: Sandbox,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -159,7 +165,10 @@ def _job_engine(
         metrics,
         queue.owner,
         containment,
+        sandbox,
+        settings.JOB_OUTPUT_MAX_MB,
     )
-    dispatcher = Dispatcher(queue, executor)
+    guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
+    dispatcher = Dispatcher(queue, executor, guard)
     jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)
     return dispatcher, jobs

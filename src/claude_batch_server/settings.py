@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -12,7 +13,12 @@ from typing import Annotated
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from claude_batch_server.jobs import landlock
+
 MIN_JWT_KEY_LENGTH = 32
+_PERCENT = re.compile(r"(\d{1,2}(?:\.\d+)?)%")
+_SIZE = re.compile(r"(\d{1,15})([KMGT]?)", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 JWT_KEY_FILE = "jwt.key"
 _BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
 
@@ -28,6 +34,12 @@ class CowStrategy(StrEnum):
     REFLINK = "reflink"
     OVERLAY = "overlay"
     COPY = "copy"
+
+
+class SandboxMode(StrEnum):
+    AUTO = "auto"  # on where the kernel offers Landlock
+    ON = "on"  # refuse to start without it
+    OFF = "off"
 
 
 class LogFormat(StrEnum):
@@ -72,6 +84,9 @@ class Settings(BaseSettings):
     JOB_MEMORY_MAX: ByteSize | None = None  # None: the machine's memory ÷ MAX_CONCURRENT_JOBS
     JOB_CPUS: float = Field(0, ge=0, le=4096)
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
+    JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
+    JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
+    DATA_DIR_MIN_FREE: str = "5%"
 
     _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
 
@@ -106,6 +121,29 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_JWT_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_JWT_KEY_LENGTH} characters")
         return value
+
+    @field_validator("JOB_SANDBOX")
+    @classmethod
+    def _sandbox_possible(cls, value: SandboxMode) -> SandboxMode:
+        if value is SandboxMode.ON and landlock.abi() < 1:
+            raise ValueError("on, but this kernel offers no Landlock")
+        return value
+
+    @field_validator("DATA_DIR_MIN_FREE")
+    @classmethod
+    def _free_space(cls, value: str) -> str:
+        if not (_PERCENT.fullmatch(value) or _SIZE.fullmatch(value)):
+            raise ValueError("must be a size such as 2G or 500M, or a percentage below 100%")
+        return value
+
+    def min_free_bytes(self, total: int) -> int:
+        """DATA_DIR_MIN_FREE in bytes, for a filesystem of `total` bytes."""
+        percent = _PERCENT.fullmatch(self.DATA_DIR_MIN_FREE)
+        if percent:
+            return int(total * float(percent.group(1)) / 100)
+        size = _SIZE.fullmatch(self.DATA_DIR_MIN_FREE)
+        assert size is not None, "checked when read"
+        return int(size.group(1)) * _UNITS[size.group(2).upper()]
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.client.support import CliWorld
-from tests.fake_anthropic import FakeAnthropic, Hang, bash, marker
+from tests.fake_anthropic import FakeAnthropic, Hang, Reply, Text, ToolUse, bash, marker, text
 from tests.support.server import wait_for
 
 STEP = "echo step one"
@@ -36,3 +36,25 @@ def test_logs_follow_reconnects_after_the_server_restarts(
     events = member.events(job["jobId"])
     streamed = cli_world.cli.ok("logs", job["jobId"], "--json").splitlines()
     assert [json.loads(line)["seq"] for line in streamed] == [e["seq"] for e in events]
+
+
+def test_logs_reads_a_long_transcript_page_by_page(
+    cli_world: CliWorld, fake_anthropic: FakeAnthropic
+) -> None:
+    """Ten answers of 500,000 characters: more than one page (4 MiB) of events."""
+    turns = [
+        Reply((Text(f"{n}" * 500_000), ToolUse("Bash", {"command": "true"}))) for n in range(10)
+    ]
+    fake_anthropic.add_script("cli-chatty", [*turns, text("Done.")])
+    member = cli_world.member
+    job_id = member.run(member.repo, f"Talk {marker('cli-chatty')}")["jobId"]
+    assert member.wait_ended(job_id)["status"] == "completed"
+
+    first_page = member.events(job_id)
+    streamed = cli_world.cli.ok("logs", job_id, "--json").splitlines()
+
+    seqs = [json.loads(line)["seq"] for line in streamed]
+    assert len(first_page) < len(seqs) == seqs[-1]
+    assert seqs == list(range(1, len(seqs) + 1))
+    after_last = {"follow": "false", "after": seqs[-1]}
+    assert member.http.get(f"/jobs/{job_id}/events", params=after_last).json() == []

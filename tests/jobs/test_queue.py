@@ -82,7 +82,9 @@ def test_fifo_per_user_and_fair_between_users(job_world: JobWorldFactory) -> Non
 
 
 def test_one_users_concurrent_jobs_keep_their_state(job_world: JobWorldFactory) -> None:
-    world = job_world(MAX_CONCURRENT_JOBS="4")
+    # without the sandbox, which keeps jobs from writing ~/.claude.json at all: concurrent
+    # runs of the CLI writing it must leave it whole
+    world = job_world(MAX_CONCURRENT_JOBS="4", JOB_SANDBOX="off")
     alice = world.member()
     jobs = [alice.run(alice.repo, f"Job {i} {marker('two-answers')}")["jobId"] for i in range(4)]
     first = [alice.wait_ended(job_id, 300) for job_id in jobs]

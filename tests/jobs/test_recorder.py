@@ -11,13 +11,14 @@ from sqlalchemy import Connection, event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.recorder import BACKLOG, TranscriptRecorder
+from claude_batch_server.jobs.recorder import BACKLOG, OutputBudget, TranscriptRecorder
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, JobEvent
 
 LINES = 3 * BACKLOG
+PLENTY = OutputBudget(1 << 40, lambda: None)
 
 
 @pytest.fixture
@@ -61,6 +62,7 @@ def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(
             "j1",
             first,
             lambda: None,
+            PLENTY,
         )
         for n in range(LINES):
             await recorder.add(Event("assistant", str(n)), "session-1" if n > 10 else None)
@@ -90,6 +92,7 @@ def test_a_transcript_that_cannot_be_written_stops_the_run(database: Database) -
             "no-such-job",  # its events break the foreign key
             lambda _, __: (),
             lambda: stopped.append("stop"),
+            PLENTY,
         )
         await recorder.add(Event("assistant", "lost"))
         with pytest.raises(IntegrityError):
@@ -99,3 +102,23 @@ def test_a_transcript_that_cannot_be_written_stops_the_run(database: Database) -
 
     asyncio.run(orphan())
     assert stopped == ["stop"]
+
+
+def test_events_past_the_budget_are_not_kept_and_it_says_so_once(database: Database) -> None:
+    exceeded: list[str] = []
+
+    async def chatty() -> None:
+        budget = OutputBudget(25, lambda: exceeded.append("full"))
+        recorder = TranscriptRecorder(
+            database, EventStore(database), Broker(), "j1", lambda _, __: (), lambda: None, budget
+        )
+        for n in range(10):
+            await recorder.add(Event("assistant", f"line {n:02}"))  # 7 characters each
+        await recorder.close(lambda _: [Event("server", "end")])
+
+    asyncio.run(chatty())
+
+    with database.read() as session:
+        rows = session.scalars(select(JobEvent).order_by(JobEvent.seq)).all()
+    assert [row.data for row in rows] == ["line 00", "line 01", "line 02", "end"]
+    assert exceeded == ["full"]

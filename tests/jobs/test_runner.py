@@ -35,8 +35,8 @@ def spec(user: OsUser, script: str, cwd: Path = Path("/"), stdin: bytes = b"") -
 
 
 async def output(process: AgentProcess) -> tuple[str, str, int]:
-    out = b"".join([line async for line in process.stdout()])
-    err = b"".join([line async for line in process.stderr()])
+    out = b"".join([line.data async for line in process.stdout()])
+    err = b"".join([line.data async for line in process.stderr()])
     return out.decode(), err.decode(), await process.wait()
 
 
@@ -100,9 +100,9 @@ def test_stop_interrupts_the_agent_then_kills_the_rest(users: UserFactory) -> No
         process = AgentProcess(spec(user, script), spawner)
         await process.start()
         lines = process.stdout()
-        assert await anext(lines) == b"ready\n"
+        assert (await anext(lines)).data == b"ready\n"
         await process.stop()
-        assert [line async for line in lines] == [b"interrupted\n"]
+        assert [line.data async for line in lines] == [b"interrupted\n"]
         assert process.poll() == 130
 
     run_with_spawner(body)
@@ -151,7 +151,7 @@ def test_jobs_stop_when_the_server_goes_away(users: UserFactory) -> None:
         script = "setsid sleep 1000 & echo ready; exec sleep 1000"
         process = AgentProcess(spec(user, script), spawner)
         await process.start()
-        assert await anext(process.stdout()) == b"ready\n"
+        assert (await anext(process.stdout())).data == b"ready\n"
         await spawner.close()  # as the end of the server's connection does
         assert await asyncio.wait_for(process.wait(), 30) == 128 + signal.SIGINT
         assert not group_alive(process.pid)

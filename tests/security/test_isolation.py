@@ -3,6 +3,7 @@ A's changes. Members of ADMIN_GROUP see everything."""
 
 from __future__ import annotations
 
+from claude_batch_server.jobs import landlock
 from tests.fake_anthropic import marker
 from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
@@ -75,3 +76,4 @@ def test_cross_user_matrix(
     assert {alice.repo, bob.repo} <= names
     storage = admin.http.get("/system/storage").json()
     assert storage["strategy"] == "copy" and storage["cgroup"] in {"v1", "v2"}
+    assert storage["sandbox"] == (f"landlock ABI {landlock.abi()}" if landlock.abi() else "off")

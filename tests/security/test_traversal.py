@@ -61,7 +61,9 @@ PATHS = [
 
 def hostile_job(world: JobWorldFactory, fake: FakeAnthropic) -> tuple[Api, str]:
     fake.add_script("traps", [bash(TRAPS), text("Traps laid.")])
-    alice = world().member()
+    # without the sandbox, which refuses the hard link to a file outside the workspace: the
+    # file routes must refuse it themselves, also where the kernel offers no Landlock
+    alice = world(JOB_SANDBOX="off").member()
     outside = home_of(alice.user) / "outside.txt"
     outside.write_text("OUTSIDE-THE-WORKSPACE\n")
     os.chown(outside, alice.user.uid, alice.user.uid)

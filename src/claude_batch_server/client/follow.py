@@ -105,6 +105,16 @@ class EventFollower:
         return event
 
 
-def events_so_far(api: Api, job_id: str) -> list[Event]:
-    events: list[Event] = api.get(f"/jobs/{job_id}/events", follow="false")
-    return events
+def events_so_far(api: Api, job_id: str, after: int = 0) -> Iterator[Event]:
+    """The job's events after `after`, read a page at a time, never all at once."""
+    while page := api.get(f"/jobs/{job_id}/events", follow="false", after=after):
+        yield from page
+        after = int(page[-1]["seq"])
+
+
+def last_seq(api: Api, job_id: str) -> int:
+    """The sequence number of the job's last event so far (0 if none)."""
+    seq = 0
+    for event in events_so_far(api, job_id):
+        seq = int(event["seq"])
+    return seq

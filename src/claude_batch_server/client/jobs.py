@@ -8,6 +8,7 @@ import typer
 
 from claude_batch_server.client import tail, views
 from claude_batch_server.client.context import JsonOption, api, output
+from claude_batch_server.client.follow import last_seq
 
 jobs_app = typer.Typer(help="List, inspect, cancel, remove and resume jobs.", no_args_is_help=True)
 
@@ -83,13 +84,12 @@ def resume(
     """Send a follow-up prompt to an ended job, in the same workspace and session."""
     out = output(ctx, json_mode)
     client = api(ctx)
-    # the transcript so far, read first: --follow shows only what this prompt adds
-    events = client.get(f"/jobs/{job_id}/events", follow="false") if follow else []
+    # where the transcript ends so far, read first: --follow shows only what this prompt adds
+    seen = last_seq(client, job_id) if follow else 0
     job = client.post(f"/jobs/{job_id}/resume", {"prompt": prompt})
     if not follow:
         out.data(job) if out.json else out.show(job_id)
         return
-    seen = int(events[-1]["seq"]) if events else 0
     ended = tail.follow(client, job_id, out, events=not out.json, after=seen)
     if out.json:
         out.data(ended)

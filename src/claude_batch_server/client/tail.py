@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from claude_batch_server.client.errors import COMPLETED, NOT_COMPLETED
@@ -16,7 +17,7 @@ def exit_code(jobs: list[dict[str, Any]]) -> int:
     return COMPLETED if all(job.get("status") == "completed" for job in jobs) else NOT_COMPLETED
 
 
-def show_events(events: list[Event], output: Output) -> None:
+def show_events(events: Iterable[Event], output: Output) -> None:
     renderer = EventRenderer()
     for event in events:
         _emit(event, renderer, output)

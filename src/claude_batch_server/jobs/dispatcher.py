@@ -15,7 +15,14 @@ import contextlib
 
 import anyio
 
-from claude_batch_server.jobs.execution import SERVER_GONE, JobExecutor, Outcome, StopRequest
+from claude_batch_server.jobs.disk import GUARD_TICK, DiskGuard
+from claude_batch_server.jobs.execution import (
+    DISK_FULL,
+    SERVER_GONE,
+    JobExecutor,
+    Outcome,
+    StopRequest,
+)
 from claude_batch_server.jobs.queue import Claim, JobQueue
 from claude_batch_server.jobs.runner import kill_leftover
 from claude_batch_server.jobs.status import JobStatus
@@ -26,9 +33,10 @@ TICK = 2.0
 
 
 class Dispatcher:
-    def __init__(self, queue: JobQueue, executor: JobExecutor) -> None:
+    def __init__(self, queue: JobQueue, executor: JobExecutor, guard: DiskGuard) -> None:
         self._queue = queue
         self._executor = executor
+        self._guard = guard
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -43,6 +51,7 @@ class Dispatcher:
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._tick_loop(), name="dispatch-tick"),
+            asyncio.create_task(self._guard_loop(), name="disk-guard"),
         ]
         self.wake()
 
@@ -106,8 +115,9 @@ class Dispatcher:
             self._waiting = waiting
 
     def _has_slot(self) -> bool:
-        """False when our own runs fill every slot: no claim could succeed, so none is tried."""
-        return len(self._running) < self._queue.limits.total
+        """False when our own runs fill every slot, so no claim could succeed and none is
+        tried; or while DATA_DIR is short of space, so that new starts wait."""
+        return not self._guard.low and len(self._running) < self._queue.limits.total
 
     def _launch(self, claim: Claim) -> None:
         stop = StopRequest()
@@ -135,6 +145,19 @@ class Dispatcher:
                 log.exception("dispatcher tick failed")
             self.wake()
             await asyncio.sleep(TICK)
+
+    async def _guard_loop(self) -> None:
+        while True:
+            try:
+                was_low = self._guard.low
+                victim = await anyio.to_thread.run_sync(self._guard.check, list(self._running))
+                if victim is not None:
+                    self.stop_job(victim, DISK_FULL)
+                if was_low and not self._guard.low:  # the space is back: what waits starts
+                    self.wake()
+            except Exception:
+                log.exception("disk guard failed")
+            await asyncio.sleep(GUARD_TICK)
 
     def recover(self) -> int:
         """Blocking: ends the running jobs whose dispatcher is gone; returns how many."""

@@ -16,9 +16,15 @@ from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOB_EVENTS, JobEvent
 
+PAGE_EVENTS = 1000  # events in one page of a transcript, at most and by default
+PAGE_BYTES = 4 * 1024 * 1024  # characters of event data after which a page ends
+PAGE_FETCH = 100  # rows fetched from the database at a time
 # built once: constructing a statement costs more than running it
 _LAST_SEQ = select(func.max(JOB_EVENTS.c.seq)).where(JOB_EVENTS.c.job_id == bindparam("job_id"))
 _INSERT = insert(JOB_EVENTS)
+_SIZE = select(func.coalesce(func.sum(func.length(JOB_EVENTS.c.data)), 0)).where(
+    JOB_EVENTS.c.job_id == bindparam("job_id")
+)
 
 
 class EventStore:
@@ -47,15 +53,30 @@ class EventStore:
             connection.execute(_INSERT, rows)
         return seq + len(events)
 
-    def after(self, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
+    def size(self, job_id: str) -> int:
+        """Characters of the job's transcript kept, for JOB_OUTPUT_MAX_MB."""
+        with self._database.read_connection() as connection:
+            return int(connection.scalar(_SIZE, {"job_id": job_id}) or 0)
+
+    def after(self, job_id: str, seq: int, limit: int = PAGE_EVENTS) -> list[JobEvent]:
+        """One page: up to `limit` events after `seq`, ending early after the one that
+        brings it past PAGE_BYTES, so that no page holds much of a large transcript."""
         query = (
             select(JobEvent)
             .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
             .order_by(JobEvent.seq)
             .limit(limit)
+            .execution_options(yield_per=PAGE_FETCH)
         )
+        page: list[JobEvent] = []
+        size = 0
         with self._database.read() as session:
-            return list(session.scalars(query))
+            for event in session.scalars(query):
+                page.append(event)
+                size += len(event.data)
+                if size >= PAGE_BYTES:
+                    break
+        return page
 
 
 class Broker:

@@ -24,8 +24,9 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import ImageStore, media_type
 from claude_batch_server.jobs.queue import Claim
-from claude_batch_server.jobs.recorder import TranscriptRecorder
-from claude_batch_server.jobs.runner import AgentProcess, RunSpec, Spawner
+from claude_batch_server.jobs.recorder import OutputBudget, TranscriptRecorder
+from claude_batch_server.jobs.runner import AgentProcess, Line, RunSpec, Spawner
+from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import (
     Event,
@@ -43,6 +44,7 @@ from claude_batch_server.workspaces.engine import WorkspaceEngine
 IMAGE_DIR = ".claude-batch/images"
 PIPE_DRAIN = 5.0  # seconds to finish reading output after the process group is gone
 STDERR_TAIL = 20
+STDERR_LINE = 4000  # bytes of one stderr line kept for the error
 
 
 class StopRequest:
@@ -59,6 +61,9 @@ class StopRequest:
 
 SHUTDOWN = "shutdown"
 OOM = "oom"  # the kernel killed a process of the job for its memory
+OUTPUT_LIMIT = "output limit"
+DISK_FULL = "disk full"
+MEGABYTE = 1024 * 1024
 SERVER_GONE = "the server stopped while this job was running; it did not finish"
 
 
@@ -84,6 +89,8 @@ class JobExecutor:
         metrics: Metrics,
         owner: str,
         containment: Containment,
+        sandbox: Sandbox,
+        output_max_mb: int,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -97,6 +104,8 @@ class JobExecutor:
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
         self.containment = containment
+        self._sandbox = sandbox
+        self._output_max_mb = output_max_mb
 
     async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         """Runs the claimed job's pending run to its end and records it; returns the final
@@ -111,6 +120,8 @@ class JobExecutor:
             first = None if result.recorded else _run_started(job, self._timeout(job))
             await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
             return outcome.status
+        finally:
+            await anyio.to_thread.run_sync(self._sandbox.release, job.id)
         self._ended(job.id, outcome, job.claimed_at)
         return outcome.status
 
@@ -139,6 +150,10 @@ class JobExecutor:
             spawn_ms=round((time.perf_counter() - spawned) * 1000, 1),
         )
         first = functools.partial(self._record_start, job.id, process, commit, timeout, job)
+        kept = await anyio.to_thread.run_sync(self._events.size, job.id) if job.runs else 0
+        budget = OutputBudget(
+            self._output_max_mb * MEGABYTE - kept, functools.partial(stop.set, OUTPUT_LIMIT)
+        )
         recorder = TranscriptRecorder(
             self._database,
             self._events,
@@ -146,11 +161,14 @@ class JobExecutor:
             job.id,
             first,
             functools.partial(stop.set, "transcript"),
+            budget,
             claim.last_seq,
         )
         try:
             ended = await self._follow(process, recorder, stop, timeout, result, job)
-            outcome = _outcome(ended, process.poll(), result, timeout, self.containment)
+            outcome = _outcome(
+                ended, process.poll(), result, timeout, self.containment, self._output_max_mb
+            )
             await recorder.close(functools.partial(self._finish_in, job.id, outcome, result))
         except Exception:
             await recorder.close()
@@ -171,7 +189,9 @@ class JobExecutor:
         """Records the process's output until it ended, and what its control group used;
         returns how it ended."""
         readers = asyncio.gather(
-            _pump(process.stdout(), recorder, lambda line: parse_stdout(line, result), result),
+            _pump(
+                process.stdout(), recorder, functools.partial(parse_stdout, result=result), result
+            ),
             _pump(process.stderr(), recorder, stderr_event, None, keep=result.stderr_tail),
         )
         live = functools.partial(self._record_usage, job)
@@ -223,9 +243,11 @@ class JobExecutor:
         session = None if first else job.session_id
         line = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
-        env = command.environment(account)
+        env, confinement = self._sandbox.prepare(job.id, account, path)
+        env = command.environment(account) | env
         procs = tuple(self.containment.create(job.id))
-        return RunSpec(line.argv, env, path, account, stdin, line.files, procs), commit
+        spec = RunSpec(line.argv, env, path, account, stdin, line.files, procs, confinement)
+        return spec, commit
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()
@@ -294,6 +316,7 @@ class JobExecutor:
     ) -> None:
         """Blocking: records how a run ended, in the job and in its transcript (after the
         `started` mark, if that was not written yet)."""
+        self._sandbox.release(job_id)  # a run that failed, or died with its server
         with self._database.read_connection() as connection:
             claimed = connection.scalar(_CLAIMED_AT, {"job_id": job_id})
         self._finish(job_id, outcome, result, started)
@@ -334,16 +357,16 @@ class JobExecutor:
 
 
 async def _pump(
-    lines: AsyncIterator[bytes],
+    lines: AsyncIterator[Line],
     recorder: TranscriptRecorder,
-    to_event: Callable[[bytes], Event],
+    to_event: Callable[..., Event],
     result: RunResult | None,
     keep: list[str] | None = None,
 ) -> None:
     async for line in lines:
-        event = to_event(line)
+        event = to_event(line.data, dropped=line.dropped)
         if keep is not None:
-            keep.append(line.decode("utf-8", "replace").strip())
+            keep.append(line.data[:STDERR_LINE].decode("utf-8", "replace").strip())
             del keep[:-STDERR_TAIL]
         await recorder.add(event, result.session_id if result is not None else None)
 
@@ -444,7 +467,12 @@ _FINISH = (  # only a run of ours: after a takeover, the job is the new owner's 
 
 
 def _outcome(
-    ended: str, exit_code: int | None, result: RunResult, timeout: float, contained: Containment
+    ended: str,
+    exit_code: int | None,
+    result: RunResult,
+    timeout: float,
+    contained: Containment,
+    output_mb: int,
 ) -> Outcome:
     if ended == OOM:
         return Outcome(JobStatus.FAILED, exit_code, _out_of_memory(contained.limits.memory_max))
@@ -454,6 +482,12 @@ def _outcome(
         return Outcome(JobStatus.FAILED, exit_code, SERVER_GONE)
     if ended == "timeout":
         return Outcome(JobStatus.TIMEOUT, exit_code, f"timed out after {timeout:g} s")
+    if ended == DISK_FULL:
+        error = "stopped: free space on DATA_DIR fell below DATA_DIR_MIN_FREE, and of the "
+        return Outcome(JobStatus.FAILED, exit_code, error + "running jobs this one grew most")
+    if ended == OUTPUT_LIMIT:
+        limit = f"JOB_OUTPUT_MAX_MB ({output_mb} MB)"
+        return Outcome(JobStatus.FAILED, exit_code, f"stopped: its transcript reached {limit}")
     if exit_code == 0 and result.succeeded:
         return Outcome(JobStatus.COMPLETED, 0, None)
     return Outcome(JobStatus.FAILED, exit_code, _failure(exit_code, result))

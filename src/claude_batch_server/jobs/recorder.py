@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 from sqlalchemy import Connection, bindparam, update
+from sqlalchemy.exc import OperationalError
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.transcript import Event
@@ -30,9 +32,33 @@ First = Callable[[Connection, str | None], Sequence[Event]]
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
 LINGER = 0.01  # seconds a later batch waits for more lines, or the run's end, to share it
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
+BACKLOG_BYTES = 16 * 1024 * 1024  # or bytes of them
+# a write that fails for want of space (or a moment's outage) is tried again meanwhile:
+# the disk guard frees room for the database within a tick (see disk.py)
+WRITE_TRIES = 10
+WRITE_PAUSE = 0.5  # seconds
 _SESSION_ID = (  # built once: constructing a statement costs more than running it
     update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(session_id=bindparam("sid"))
 )
+
+
+@dataclass
+class OutputBudget:
+    """Bytes of transcript a job may still keep (JOB_OUTPUT_MAX_MB less what earlier runs
+    kept); `exceeded` is called once, when an event does not fit."""
+
+    left: int
+    exceeded: Callable[[], None]
+    spent: bool = False
+
+    def take(self, size: int) -> bool:
+        if not self.spent and size > self.left:
+            self.spent = True
+            self.exceeded()
+        if self.spent:
+            return False
+        self.left -= size
+        return True
 
 
 class TranscriptRecorder:
@@ -44,9 +70,11 @@ class TranscriptRecorder:
         job_id: str,
         first: First,
         on_failure: Callable[[], None],
+        budget: OutputBudget,
         last_seq: int | None = None,
     ) -> None:
-        """`last_seq`: the number of the transcript's last event, if the caller knows it."""
+        """`last_seq`: the number of the transcript's last event, if the caller knows it.
+        Events past the `budget` are not kept."""
         self._database = database
         self._on_failure = on_failure
         self._first: First | None = first
@@ -55,6 +83,8 @@ class TranscriptRecorder:
         self._job_id = job_id
         self._seq = last_seq  # the last stored event's, known once the first batch is in
         self._pending: list[Event] = []
+        self._pending_bytes = 0
+        self._budget = budget
         self._session_id: str | None = None
         self._stored_session_id: str | None = None
         self._wake = asyncio.Event()
@@ -72,12 +102,18 @@ class TranscriptRecorder:
     async def add(self, event: Event, session_id: str | None = None) -> None:
         if self._writer.done():  # it failed, and the run is being stopped: hold nothing
             return
+        if not self._budget.take(len(event.data)):  # past the limit: the run is stopped
+            return
         self._pending.append(event)
+        self._pending_bytes += len(event.data)
         self._session_id = session_id or self._session_id
         self._wake.set()
-        while len(self._pending) >= BACKLOG and not self._writer.done():
+        while self._backlogged() and not self._writer.done():
             self._taken.clear()
             await self._taken.wait()  # the agent's output waits in its pipe meanwhile
+
+    def _backlogged(self) -> bool:
+        return len(self._pending) >= BACKLOG or self._pending_bytes >= BACKLOG_BYTES
 
     async def close(self, last: Marks | None = None) -> None:
         """Returns once everything added is stored, with `last` in the final transaction
@@ -104,7 +140,7 @@ class TranscriptRecorder:
             await self._wake.wait()
             self._wake.clear()
             while (self._pending or self._first is not None) and not self._closing:
-                if self._first is None and len(self._pending) < BACKLOG:
+                if self._first is None and not self._backlogged():
                     await self._linger()
                     if self._closing:
                         break
@@ -119,12 +155,19 @@ class TranscriptRecorder:
             await asyncio.wait_for(self._closed.wait(), LINGER)
 
     async def _write_batch(self, last: Marks | None) -> None:
-        batch, self._pending = self._pending, []
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
         self._taken.set()
         session_id = self._session_id
         if session_id == self._stored_session_id:
             session_id = None
-        await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+        for tries_left in reversed(range(WRITE_TRIES)):
+            try:
+                await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+                break
+            except OperationalError:
+                if not tries_left:
+                    raise
+                await asyncio.sleep(WRITE_PAUSE)
         self._stored_session_id = session_id or self._stored_session_id
         self._broker.publish(self._job_id)
 

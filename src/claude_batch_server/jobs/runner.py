@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import anyio
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.jobs import spawner
+from claude_batch_server.jobs import landlock, spawner
 from claude_batch_server.logs import log
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
@@ -39,6 +39,7 @@ REAPER_GRACE = 5.0  # seconds the reaper gives Claude Code after its SIGINT
 SPAWNER_EXIT = REAPER_GRACE + 5.0  # seconds the spawner gets to stop what still runs
 OPEN_FILES = 8192
 READ_LIMIT = 1024 * 1024  # an asyncio line buffer; longer lines arrive in pieces
+MAX_LINE = 8 * 1024 * 1024  # bytes of one output line kept; the rest is read and dropped
 T = TypeVar("T")
 LOST = -signal.SIGKILL  # the exit code of a job whose spawner died under it
 
@@ -54,6 +55,13 @@ class RunSpec:
     # and passed as `flag=path`, never in the command line (see `command`)
     files: dict[str, str] = field(default_factory=dict)
     cgroup_procs: tuple[str, ...] = ()  # the job's control group, joined before it runs
+    sandbox: landlock.Confinement | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    data: bytes  # at most MAX_LINE bytes: the line with its newline, unless cut or last
+    dropped: int = 0  # bytes cut off its end
 
 
 class SpawnError(RuntimeError):
@@ -225,6 +233,7 @@ def _request(request_id: int, spec: RunSpec) -> spawner.Request:
         grace=REAPER_GRACE,
         nofile=OPEN_FILES,
         cgroups=list(spec.cgroup_procs),
+        sandbox=spec.sandbox,
     )
 
 
@@ -275,11 +284,11 @@ class AgentProcess:
         # not awaited: an agent that never reads its stdin must not stall the job
         self._feeding = asyncio.create_task(_feed(feed, self.spec.stdin))
 
-    def stdout(self) -> AsyncIterator[bytes]:
+    def stdout(self) -> AsyncIterator[Line]:
         assert self._stdout is not None
         return read_lines(self._stdout)
 
-    def stderr(self) -> AsyncIterator[bytes]:
+    def stderr(self) -> AsyncIterator[Line]:
         assert self._stderr is not None
         return read_lines(self._stderr)
 
@@ -337,19 +346,39 @@ async def _feed(fd: int, data: bytes) -> None:
     writer.close()
 
 
-async def read_lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Lines of `stream`; one longer than the buffer comes in several pieces, none is lost."""
+async def read_lines(stream: asyncio.StreamReader, limit: int = MAX_LINE) -> AsyncIterator[Line]:
+    """Lines of `stream`; one longer than `limit` is cut to its first `limit` bytes, the
+    rest read and dropped, so no line is ever held whole."""
     while True:
         try:
             line = await stream.readuntil(b"\n")
         except asyncio.IncompleteReadError as end:
             if end.partial:
-                yield end.partial
+                yield Line(end.partial)
             return
         except asyncio.LimitOverrunError as overrun:
-            yield await stream.readexactly(overrun.consumed)
+            yield await _long_line(stream, overrun.consumed, limit)
             continue
-        yield line
+        yield Line(line)
+
+
+async def _long_line(stream: asyncio.StreamReader, consumed: int, limit: int) -> Line:
+    """The rest of a line longer than the buffer, `consumed` bytes of it buffered so far."""
+    kept, dropped = bytearray(), 0
+    while True:
+        piece = await stream.readexactly(consumed)  # buffered already, without the newline
+        try:
+            piece += await stream.readuntil(b"\n")
+            ended = True
+        except asyncio.LimitOverrunError as overrun:
+            consumed, ended = overrun.consumed, False
+        except asyncio.IncompleteReadError as end:
+            piece, ended = piece + end.partial, True
+        room = max(limit - len(kept), 0)
+        kept += piece[:room]
+        dropped += max(len(piece) - room, 0)
+        if ended:
+            return Line(bytes(kept), dropped)
 
 
 def group_alive(pgid: int) -> bool:

@@ -285,16 +285,9 @@ class JobService:
         jobs = jobs[:limit]
         return JobPage(jobs, _encode_cursor(jobs[-1]) if more else None)
 
-    def events_after(self, job_id: str, seq: int) -> list[JobEvent]:
-        """Every event after `seq`, read page by page."""
-        events: list[JobEvent] = []
-        while page := self._events.after(job_id, seq):
-            events += page
-            seq = page[-1].seq
-        return events
-
     def events_page(self, job_id: str, seq: int, limit: int) -> list[JobEvent]:
-        """At most `limit` events after `seq`: one page of a long transcript."""
+        """At most `limit` events after `seq`, fewer when they are large: one page of a
+        long transcript (see EventStore.after)."""
         return self._events.after(job_id, seq, limit)
 
     async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from typing import Any, TypedDict
 
-from claude_batch_server.jobs import reaper
+from claude_batch_server.jobs import landlock, reaper
 
 HEADER = 4  # bytes of the length before each request
 STREAMS = 3  # stdin, stdout, stderr
@@ -49,6 +49,7 @@ class Request(TypedDict):
     grace: float
     nofile: int
     cgroups: list[str]  # the cgroup.procs files of the job's control group
+    sandbox: landlock.Confinement | None  # None: the sandbox is off
 
 
 def encode(request: Request) -> bytes:
@@ -173,6 +174,8 @@ def _become_job(request: Request, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()  # posix_spawnp searches the PATH of this process: the user's
         os.environ.update(request["env"])
+        if request["sandbox"] is not None:  # inherited by every process of the job
+            landlock.confine(request["sandbox"])
         with tempfile.TemporaryDirectory(prefix="claude-batch-") as private:  # 0700, ours
             argv = [*request["argv"], *_write_files(private, request["files"])]
             status = reaper.reap(argv, request["env"], request["grace"])

@@ -9,8 +9,6 @@ from typing import Any
 
 from claude_batch_server.jobs.command import SESSION_ID
 
-MAX_LINE = 8 * 1024 * 1024  # a longer line is cut and kept raw, never dropped
-
 
 @dataclass(frozen=True)
 class Event:
@@ -73,22 +71,34 @@ class RunResult:
             self.errors = [str(e) for e in errors]
 
 
-def parse_stdout(line: bytes, result: RunResult) -> Event:
-    """One stdout line as an event; what is not a JSON object is kept as a raw event."""
-    text = line[:MAX_LINE].decode("utf-8", errors="replace").rstrip("\r\n")
+def parse_stdout(line: bytes, result: RunResult, dropped: int = 0) -> Event:
+    """One stdout line as an event; what is not a JSON object, or was cut (`dropped`
+    bytes off its end), is kept as a raw event."""
+    text = _text(line)
+    if dropped:
+        return _text_event("raw", text, dropped)
     try:
         parsed = json.loads(text)
     except ValueError:
-        return Event("raw", json.dumps({"text": text}))
+        return _text_event("raw", text)
     if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
-        return Event("raw", json.dumps({"text": text}))
+        return _text_event("raw", text)
     result.absorb(parsed)
     return Event(parsed["type"][:32], text)
 
 
-def stderr_event(line: bytes) -> Event:
-    text = line[:MAX_LINE].decode("utf-8", errors="replace").rstrip("\r\n")
-    return Event("stderr", json.dumps({"text": text}))
+def stderr_event(line: bytes, dropped: int = 0) -> Event:
+    return _text_event("stderr", _text(line), dropped)
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _text_event(kind: str, text: str, dropped: int = 0) -> Event:
+    """Not ASCII-escaped: what is stored stays close to the size of what came."""
+    fields: dict[str, Any] = {"text": text} | ({"cutBytes": dropped} if dropped else {})
+    return Event(kind, json.dumps(fields, ensure_ascii=False))
 
 
 def server_event(kind: str, **fields: Any) -> Event:

@@ -125,6 +125,16 @@ class WorkspaceEngine:
         """Where every workspace lies: each job's user passes through it."""
         return self._layout.workspaces
 
+    def source_of(self, job_id: str) -> Path | None:
+        """The stored tree the job's workspace was made from, while it is still there."""
+        record = self._layout.read_record(job_id)
+        if record is None:
+            return None
+        try:
+            return self._source(record.repository, record.commit)
+        except WorkspaceError:
+            return None
+
     def restore_workspace(self, job_id: str) -> None:
         """Make the job's workspace usable after a restart (remount an overlay)."""
         record = self._layout.read_record(job_id)

@@ -16,6 +16,7 @@ from claude_batch_server.api.schemas.jobs import (
     StartResponse,
 )
 from claude_batch_server.errors import BadRequest
+from claude_batch_server.jobs.events import PAGE_EVENTS
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
 from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
 from claude_batch_server.jobs.status import JobStatus
@@ -162,16 +163,21 @@ async def job_events(
     job: OwnedJob,
     services: ServicesDep,
     follow: bool = True,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_EVENTS)] = PAGE_EVENTS,
     last_event_id: Annotated[int, Header(ge=0, le=MAX_SEQ)] = 0,
 ) -> Any:
-    """Server-Sent Events (`id:` = sequence number; `Last-Event-ID` resumes), ending once
-    the job has ended; with `follow=false`, the events so far as a JSON list."""
+    """Server-Sent Events (`id:` = sequence number; `Last-Event-ID` or `after` resumes),
+    ending once the job has ended; with `follow=false`, one page as a JSON list: at most
+    `limit` events after the sequence number `after`, fewer when they are large (ask again
+    after the last one; an empty page is the end so far)."""
+    start = after if after is not None else last_event_id
     if not follow:
-        events = await anyio.to_thread.run_sync(services.jobs.events_after, job.id, last_event_id)
+        events = await anyio.to_thread.run_sync(services.jobs.events_page, job.id, start, limit)
         return [event_response(event) for event in events]
 
     async def stream() -> Any:
-        async for event in services.jobs.follow(job.id, last_event_id):
+        async for event in services.jobs.follow(job.id, start):
             body = event_response(event).model_dump_json(by_alias=True)
             yield ServerSentEvent(data=body, id=str(event.seq))
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")

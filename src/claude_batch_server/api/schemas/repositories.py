@@ -45,3 +45,4 @@ class StorageResponse(ApiModel):
     strategy: str
     available: StorageAvailability
     cgroup: str  # v1, v2 or none: the control groups that jobs run in
+    sandbox: str  # "landlock ABI N" or "off"
