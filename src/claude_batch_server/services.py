@@ -31,6 +31,7 @@ from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Audit, Auditor
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
+from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -53,6 +54,7 @@ class Services:
     metrics: Metrics
     spawner: Spawner
     containment: Containment
+    results: ResultService
 
     def active_jobs_of(self, repo_id: str) -> int:
         return self.jobs.active_jobs_of(repo_id)
@@ -108,8 +110,16 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     spawner = Spawner()
+    results = ResultService(
+        database,
+        workspaces,
+        accounts.lookup,
+        settings.WEBHOOK_URL,
+        settings.webhook_secret,
+        settings.WEBHOOK_ALLOWED_HOSTS,
+    )
     dispatcher, jobs = _job_engine(
-        settings, database, workspaces, repositories, metrics, spawner, containment
+        settings, database, workspaces, repositories, metrics, spawner, containment, results
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -126,6 +136,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         metrics,
         spawner,
         containment,
+        results,
     )
 
 
@@ -141,6 +152,7 @@ def _job_engine(
     metrics: Metrics,
     spawner: Spawner,
     containment: Containment,
+    results: ResultService,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -159,7 +171,10 @@ def _job_engine(
         metrics,
         queue.owner,
         containment,
+        results,
     )
     dispatcher = Dispatcher(queue, executor)
-    jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)
+    jobs = JobService(
+        database, queue, dispatcher, events, broker, images, workspaces, repositories, results
+    )
     return dispatcher, jobs

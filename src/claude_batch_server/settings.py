@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+from collections.abc import Callable
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -15,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIN_JWT_KEY_LENGTH = 32
 JWT_KEY_FILE = "jwt.key"
 _BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
+WEBHOOK_KEY_FILE = "webhook.key"
 
 
 class AuthBackend(StrEnum):
@@ -72,8 +75,13 @@ class Settings(BaseSettings):
     JOB_MEMORY_MAX: ByteSize | None = None  # None: the machine's memory ÷ MAX_CONCURRENT_JOBS
     JOB_CPUS: float = Field(0, ge=0, le=4096)
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
+    WEBHOOK_URL: str = Field("", max_length=2048, pattern=r"^(https?://[^\x00-\x20\x7f]+)?$")
+    WEBHOOK_SECRET: SecretStr | None = None
+    WEBHOOK_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
 
-    _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
+    _split_lists = field_validator(
+        "ALLOWED_USERS", "ALLOWED_GROUPS", "WEBHOOK_ALLOWED_HOSTS", mode="before"
+    )(_comma_list)
 
     @field_validator("TRUSTED_PROXIES", mode="before")
     @classmethod
@@ -95,7 +103,7 @@ class Settings(BaseSettings):
             return value.strip()[:-1] + value.strip()[-1].upper() + "iB"
         return value
 
-    @field_validator("JWT_KEY", mode="before")
+    @field_validator("JWT_KEY", "WEBHOOK_SECRET", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -105,6 +113,19 @@ class Settings(BaseSettings):
     def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_JWT_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_JWT_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("WEBHOOK_SECRET")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value().removeprefix("whsec_")
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError:
+                raise ValueError("must be whsec_ followed by base64") from None
+            if len(raw) < 24:
+                raise ValueError("must hold at least 24 bytes (whsec_ and base64)")
         return value
 
     @field_validator("DATABASE_URL")
@@ -135,14 +156,30 @@ class Settings(BaseSettings):
             return self.JWT_KEY.get_secret_value()
         return _stored_key(self.DATA_DIR / JWT_KEY_FILE)
 
+    @property
+    def webhook_secret(self) -> str:
+        """WEBHOOK_SECRET, or one generated once and kept in DATA_DIR (mode 0600): every
+        webhook is signed, as the Standard Webhooks specification wants."""
+        if self.WEBHOOK_SECRET is not None:
+            return self.WEBHOOK_SECRET.get_secret_value()
+        return _stored_key(self.DATA_DIR / WEBHOOK_KEY_FILE, _new_webhook_secret)
 
-def _stored_key(path: Path) -> str:
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _new_jwt_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _stored_key(path: Path, new: Callable[[], str] = _new_jwt_key) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
+    key = new()
     # O_EXCL: when two processes start at once, one writes and the other reads its key.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

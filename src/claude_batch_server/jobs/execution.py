@@ -36,6 +36,7 @@ from claude_batch_server.jobs.transcript import (
 )
 from claude_batch_server.logs import log
 from claude_batch_server.metrics import Metrics
+from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -84,6 +85,7 @@ class JobExecutor:
         metrics: Metrics,
         owner: str,
         containment: Containment,
+        results: ResultService,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -97,6 +99,7 @@ class JobExecutor:
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
         self.containment = containment
+        self._results = results  # what a job's end sets going: its push, its webhooks
 
     async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         """Runs the claimed job's pending run to its end and records it; returns the final
@@ -325,6 +328,7 @@ class JobExecutor:
         params = _finish_params(job_id, outcome, result) | {"owner": self._owner}
         if connection.scalar(_FINISH, params) is None:  # deleted while it ran, or not ours
             return []
+        self._results.ended_in(connection, job_id)
         return [ended] if started is None else [started, ended]
 
     def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:
