@@ -306,6 +306,12 @@ CLAUDE_COMMAND=$claude_command
 # container. Empty: none. Trusting 127.0.0.1 would let every local user, who connects
 # from loopback too, choose the address they are throttled and audited under.
 #TRUSTED_PROXIES=
+# every job's end is POSTed here, signed with WEBHOOK_SECRET (whsec_ and base64; empty:
+# a key made once in DATA_DIR/webhook.key)
+#WEBHOOK_URL=
+#WEBHOOK_SECRET=
+# hosts a job's own options.webhook may name (comma list); empty: none
+#WEBHOOK_ALLOWED_HOSTS=
 
 # Passed on to every job's Claude Code: every ANTHROPIC_* and CLAUDE_CODE_* variable.
 # Without an API key, Claude Code uses each user's own login kept in their HOME.

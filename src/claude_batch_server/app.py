@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -26,6 +27,12 @@ from claude_batch_server.services import build_services
 from claude_batch_server.settings import Settings
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job
+
+
+def _webhook_job(job: Job) -> dict[str, Any]:
+    """A job as a webhook carries it: the job object of the API."""
+    return jobs.job_response(job, None).model_dump(mode="json", by_alias=True)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             async with anyio.create_task_group() as background:
                 background.start_soon(maintenance.restart_clones, services)
                 background.start_soon(maintenance.retention_loop, services)
+                background.start_soon(services.results.run, _webhook_job)
                 try:
                     yield
                 finally:

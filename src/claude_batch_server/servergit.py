@@ -19,8 +19,10 @@ And always: no system or global configuration nor attributes (the environment be
 textconv. An in-tree `.gitattributes` may then name a filter or a diff driver: the
 configuration defines none, so none runs. (git 2.32+: GIT_CONFIG_GLOBAL.)
 
-`Borrowed.run` is what a later feature that commits, formats a patch or pushes from a
-workspace calls, with `config` for what it needs (`user.name`, say).
+`Borrowed.run` is what commits, formats a patch or pushes from a workspace
+(`results/commit.py`), with `config` or `env` for what it needs. A push alone reads the
+user's own global configuration (their credential helper, their ssh), running as them:
+`env` then names their HOME and unsets GIT_CONFIG_GLOBAL.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -99,15 +102,17 @@ def run(
     git_dir: Path,
     work_tree: Path | None = None,
     user: RunAs | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     config: Mapping[str, str] | None = None,
     limit: int = MAX_OUTPUT,
     timeout: float = TIMEOUT,
 ) -> bytes:
     """git `args` on the git dir `git_dir` -- which must be the server's own -- and the
-    work tree `work_tree`, as `user`. Output past `limit` bytes or a run past `timeout`
-    seconds kills it (GitError); so does a non-zero exit."""
-    environment = {**ENVIRONMENT, "GIT_DIR": str(git_dir), **(env or {})}
+    work tree `work_tree`, as `user`; a variable of `env` that is None is unset. Output
+    past `limit` bytes or a run past `timeout` seconds kills it and all it started (ssh,
+    a credential helper): GitError; so does a non-zero exit."""
+    merged = {**ENVIRONMENT, "GIT_DIR": str(git_dir), **(env or {})}
+    environment = {key: value for key, value in merged.items() if value is not None}
     if work_tree is not None:
         environment["GIT_WORK_TREE"] = str(work_tree)
     with (
@@ -132,7 +137,7 @@ def _bounded(
     process: subprocess.Popen[bytes], errors: IO[bytes], name: str, limit: int, timeout: float
 ) -> bytes:
     assert process.stdout is not None
-    timer = threading.Timer(timeout, process.kill)
+    timer = threading.Timer(timeout, _kill_session, (process,))
     timer.start()
     try:
         output = process.stdout.read(limit + 1)
@@ -151,6 +156,12 @@ def _bounded(
     return output
 
 
+def _kill_session(process: subprocess.Popen[bytes]) -> None:
+    """The whole session the command leads (it was started in a new one)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 class Borrowed:
     """A git dir of the server's making over a work tree someone else owns (a workspace):
     HEAD and config are root's and read-only; `objects/` (where git may write, e.g. the
@@ -167,7 +178,7 @@ class Borrowed:
         self,
         args: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         config: Mapping[str, str] | None = None,
         limit: int = MAX_OUTPUT,
         timeout: float = TIMEOUT,

@@ -33,6 +33,7 @@ from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Audit, Auditor
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
+from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -56,6 +57,7 @@ class Services:
     spawner: Spawner
     containment: Containment
     sandbox: Sandbox
+    results: ResultService
 
     def active_jobs_of(self, repo_id: str) -> int:
         return self.jobs.active_jobs_of(repo_id)
@@ -112,8 +114,24 @@ def build_services(settings: Settings, database: Database) -> Services:
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
     spawner = Spawner()
     sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
+    results = ResultService(
+        database,
+        workspaces,
+        accounts.lookup,
+        settings.WEBHOOK_URL,
+        settings.webhook_secret,
+        settings.WEBHOOK_ALLOWED_HOSTS,
+    )
     dispatcher, jobs = _job_engine(
-        settings, database, workspaces, repositories, metrics, spawner, containment, sandbox
+        settings,
+        database,
+        workspaces,
+        repositories,
+        metrics,
+        spawner,
+        containment,
+        sandbox,
+        results,
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -131,6 +149,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         spawner,
         containment,
         sandbox,
+        results,
     )
 
 
@@ -147,6 +166,7 @@ def _job_engine(
     spawner: Spawner,
     containment: Containment,
     sandbox: Sandbox,
+    results: ResultService,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -167,8 +187,11 @@ def _job_engine(
         containment,
         sandbox,
         settings.JOB_OUTPUT_MAX_MB,
+        results,
     )
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, executor, guard)
-    jobs = JobService(database, queue, dispatcher, events, broker, images, workspaces, repositories)
+    jobs = JobService(
+        database, queue, dispatcher, events, broker, images, workspaces, repositories, results
+    )
     return dispatcher, jobs

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
+from collections.abc import Callable
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -21,6 +23,7 @@ _SIZE = re.compile(r"(\d{1,15})([KMGT]?)", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 JWT_KEY_FILE = "jwt.key"
 _BINARY = ("K", "M", "G", "T")  # suffixes read as powers of 1024
+WEBHOOK_KEY_FILE = "webhook.key"
 
 
 class AuthBackend(StrEnum):
@@ -87,8 +90,13 @@ class Settings(BaseSettings):
     JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
     JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
     DATA_DIR_MIN_FREE: str = "5%"
+    WEBHOOK_URL: str = Field("", max_length=2048, pattern=r"^(https?://[^\x00-\x20\x7f]+)?$")
+    WEBHOOK_SECRET: SecretStr | None = None
+    WEBHOOK_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
 
-    _split_lists = field_validator("ALLOWED_USERS", "ALLOWED_GROUPS", mode="before")(_comma_list)
+    _split_lists = field_validator(
+        "ALLOWED_USERS", "ALLOWED_GROUPS", "WEBHOOK_ALLOWED_HOSTS", mode="before"
+    )(_comma_list)
 
     @field_validator("TRUSTED_PROXIES", mode="before")
     @classmethod
@@ -110,7 +118,7 @@ class Settings(BaseSettings):
             return value.strip()[:-1] + value.strip()[-1].upper() + "iB"
         return value
 
-    @field_validator("JWT_KEY", mode="before")
+    @field_validator("JWT_KEY", "WEBHOOK_SECRET", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -145,6 +153,19 @@ class Settings(BaseSettings):
         assert size is not None, "checked when read"
         return int(size.group(1)) * _UNITS[size.group(2).upper()]
 
+    @field_validator("WEBHOOK_SECRET")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value().removeprefix("whsec_")
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError:
+                raise ValueError("must be whsec_ followed by base64") from None
+            if len(raw) < 24:
+                raise ValueError("must hold at least 24 bytes (whsec_ and base64)")
+        return value
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -173,14 +194,30 @@ class Settings(BaseSettings):
             return self.JWT_KEY.get_secret_value()
         return _stored_key(self.DATA_DIR / JWT_KEY_FILE)
 
+    @property
+    def webhook_secret(self) -> str:
+        """WEBHOOK_SECRET, or one generated once and kept in DATA_DIR (mode 0600): every
+        webhook is signed, as the Standard Webhooks specification wants."""
+        if self.WEBHOOK_SECRET is not None:
+            return self.WEBHOOK_SECRET.get_secret_value()
+        return _stored_key(self.DATA_DIR / WEBHOOK_KEY_FILE, _new_webhook_secret)
 
-def _stored_key(path: Path) -> str:
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _new_jwt_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _stored_key(path: Path, new: Callable[[], str] = _new_jwt_key) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
+    key = new()
     # O_EXCL: when two processes start at once, one writes and the other reads its key.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from claude_batch_server.client import batch, config, submit, tail, transfer, views
+from claude_batch_server.client import batch, config, results, submit, tail, transfer, views
 from claude_batch_server.client.context import (
     Globals,
     JsonOption,
@@ -163,6 +163,17 @@ def run(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream the job until it ends.")
     ] = False,
+    branch: Annotated[
+        str | None,
+        typer.Option(
+            "--branch",
+            metavar="[NAME]",
+            help=(
+                "Once completed, push the changes as branch NAME with your git credentials;"
+                " alone (last, or before another option): claude-batch/JOB_ID."
+            ),
+        ),
+    ] = None,
     prompts_file: Annotated[
         Path | None,
         typer.Option(
@@ -181,13 +192,8 @@ def run(
     """Create a job, upload its images and start it: prints its id, or with --follow
     streams it until it ends. With --prompts-file, a batch: a live table, then a summary."""
     out = output(ctx, json_mode)
-    template = JobSpec(
-        repository,
-        "",
-        submit.options(model, max_turns, timeout),
-        tuple(image or ()),
-        owner=owner,
-    )
+    options = submit.options(model, max_turns, timeout) | results.branch_option(branch)
+    template = JobSpec(repository, "", options, tuple(image or ()), owner=owner)
     if (prompt is None) == (prompts_file is None):
         raise Failure("give either a PROMPT or --prompts-file FILE", USAGE)
     if prompts_file is not None:
@@ -230,9 +236,11 @@ def _started(client: Api, started: dict[str, Any], follow: bool, out: Output) ->
         position = started.get("queuePosition")
         where = f" at position {position}" if position is not None else ""
         out.text(f"job {job_id} {started['status']}{where}", style="dim")
-    job = tail.follow(client, job_id, out, events=not out.json)
+    job = results.settled(client, tail.follow(client, job_id, out, events=not out.json))
     if out.json:
         out.data(job)
+    else:
+        results.show(job, out)
     raise typer.Exit(tail.exit_code([job]))
 
 
@@ -311,10 +319,18 @@ def diff(ctx: typer.Context, job_id: JobId, json_mode: JsonOption = False) -> No
         sys.stdout.flush()
 
 
+@app.command()
+def patch(ctx: typer.Context, job_id: JobId) -> None:
+    """The job's changes as one commit of yours, in mbox form on stdout: `| git am`."""
+    response = api(ctx).call("GET", f"/jobs/{job_id}/patch")
+    sys.stdout.buffer.write(response.content)  # byte for byte: binary files included
+    sys.stdout.flush()
+
+
 def main() -> None:
     """The entry point: expected failures are one line on stderr and an exit code."""
     try:
-        app()
+        app(args=results.branch_flag(sys.argv[1:]))
     except Failure as failure:
         sys.stderr.write(f"claude-batch: {failure.message}\n")
         sys.exit(failure.code)

@@ -37,6 +37,7 @@ from claude_batch_server.jobs.transcript import (
 )
 from claude_batch_server.logs import log
 from claude_batch_server.metrics import Metrics
+from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -91,6 +92,7 @@ class JobExecutor:
         containment: Containment,
         sandbox: Sandbox,
         output_max_mb: int,
+        results: ResultService,
     ) -> None:
         self._database = database
         self._workspaces = workspaces
@@ -106,6 +108,7 @@ class JobExecutor:
         self.containment = containment
         self._sandbox = sandbox
         self._output_max_mb = output_max_mb
+        self._results = results  # what a job's end sets going: its push, its webhooks
 
     async def run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         """Runs the claimed job's pending run to its end and records it; returns the final
@@ -348,6 +351,7 @@ class JobExecutor:
         params = _finish_params(job_id, outcome, result) | {"owner": self._owner}
         if connection.scalar(_FINISH, params) is None:  # deleted while it ran, or not ours
             return []
+        self._results.ended_in(connection, job_id)
         return [ended] if started is None else [started, ended]
 
     def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:

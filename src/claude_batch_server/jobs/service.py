@@ -25,6 +25,7 @@ from claude_batch_server.jobs.queue import POSITION, JobQueue
 from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
 from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
+from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, JobEvent, UTCDateTime, detached, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -89,6 +90,7 @@ class JobService:
         images: ImageStore,
         workspaces: WorkspaceEngine,
         repositories: RepositoryService,
+        results: ResultService,
     ) -> None:
         self._database = database
         self._queue = queue
@@ -98,6 +100,7 @@ class JobService:
         self._images = images
         self._workspaces = workspaces
         self._repositories = repositories
+        self._results = results
 
     def visible(self, user: User, job_id: str) -> Job:
         """The job if `user` may see it; 404 otherwise, whether or not it exists."""
@@ -116,14 +119,15 @@ class JobService:
         expected = [safe_name(name, set()) for name in request.images]
         if len(expected) > MAX_IMAGES:
             raise BadRequest(f"at most {MAX_IMAGES} images")
+        job_id = uuid.uuid4().hex
         job = Job(
-            id=uuid.uuid4().hex,
+            id=job_id,
             user=user.name,
             repository=repo.name,
             repository_id=repo.id,
             prompt=request.prompt,
             run_prompt=request.prompt,
-            options=request.options,
+            options=self._results.checked_options(job_id, repo, request.options),
             images=[],
             expected_images=expected,
             status=JobStatus.CREATED,
@@ -219,7 +223,10 @@ class JobService:
                 .where(Job.id == job_id, Job.status.in_([JobStatus.CREATED, JobStatus.QUEUED]))
                 .values(status=JobStatus.CANCELLED, completed_at=utcnow(), error="cancelled")
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            self._results.ended_in(session, job_id)
+            return True
 
     def _request_cancel(self, job_id: str) -> bool:
         with self._database.session() as session:

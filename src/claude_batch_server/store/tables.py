@@ -173,6 +173,8 @@ class Job(Base):
     pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     workspace_removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # options.branch: {branch, commit, pushed, error, pullRequestUrl}; null without it
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 JOBS: Table = Base.metadata.tables[Job.__tablename__]  # for Core statements
@@ -193,3 +195,46 @@ class JobEvent(Base):
 
 
 JOB_EVENTS: Table = Base.metadata.tables[JobEvent.__tablename__]  # for Core statements
+
+
+class ResultTask(Base):
+    """The outbox: a branch to push or a webhook to deliver for one end of a job, due at
+    `next_at` (a worker that takes it moves `next_at` on: a lease, for it may die)."""
+
+    __tablename__ = "result_tasks"
+    __table_args__ = (Index("ix_result_tasks_due", "state", "next_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # "push" | "webhook"
+    target: Mapped[str] = mapped_column(Text)  # the branch, or the webhook's URL
+    base: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a push's parent
+    message_id: Mapped[str] = mapped_column(String(64))  # webhook-id, the same on retries
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)  # fixed at the 1st attempt
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))  # "pending" | "done" | "failed"
+    next_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+RESULT_TASKS: Table = Base.metadata.tables[ResultTask.__tablename__]
+
+
+class DeliveryAttempt(Base):
+    """One attempt to deliver a job's webhook, as `GET /jobs/{id}/deliveries` lists it."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    url: Mapped[str] = mapped_column(Text)  # as its job's user may see it
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # HTTP status
+    attempt: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+DELIVERY_ATTEMPTS: Table = Base.metadata.tables[DeliveryAttempt.__tablename__]

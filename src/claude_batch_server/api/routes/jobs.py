@@ -8,6 +8,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedJob, Owner, ServicesDep
 from claude_batch_server.api.schemas.jobs import (
     CreateJobRequest,
+    DeliveryResponse,
     EventResponse,
     ImageResponse,
     JobPageResponse,
@@ -48,6 +49,7 @@ def job_response(job: Job, position: int | None) -> JobResponse:
         resources={"cpu_seconds": job.cpu_seconds, "memory_peak_bytes": job.memory_peak_bytes},
         images=job.images,
         options=job.options,
+        result=job.result,
     )
 
 
@@ -183,3 +185,22 @@ async def job_events(
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
 
     return EventSourceResponse(stream(), ping=15)
+
+
+@router.get(
+    "/{job_id}/patch",
+    response_class=Response,
+    responses={200: {"content": {"application/mbox": {}}}, 404: {}, 409: {}},
+)
+def job_patch(job: OwnedJob, services: ServicesDep) -> Response:
+    """The job's changes as one commit of its user (`git format-patch`), for `git am`."""
+    return Response(services.results.patch(job), media_type="application/mbox")
+
+
+@router.get("/{job_id}/deliveries", response_model=list[DeliveryResponse])
+def job_deliveries(job: OwnedJob, services: ServicesDep) -> list[DeliveryResponse]:
+    """Every attempt to deliver the job's webhooks, oldest first."""
+    return [
+        DeliveryResponse.model_validate(attempt, from_attributes=True)
+        for attempt in services.results.deliveries(job)
+    ]

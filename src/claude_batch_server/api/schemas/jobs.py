@@ -22,6 +22,13 @@ class JobOptions(ApiModel):
     allowed_tools: list[ToolName] | None = Field(None, max_length=100)
     disallowed_tools: list[ToolName] | None = Field(None, max_length=100)
     append_system_prompt: str | None = Field(None, max_length=100_000)
+    branch: bool | Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        None,
+        description="push the completed job's changes as this branch (true: claude-batch/<jobId>)",
+    )
+    webhook: str | None = Field(
+        None, max_length=2048, description="a URL this job's end is POSTed to"
+    )
 
 
 class CreateJobRequest(ApiModel):
@@ -48,6 +55,18 @@ class Resources(ApiModel):
     memory_peak_bytes: int
 
 
+class JobResult(ApiModel):
+    """The branch push of `options.branch`: neither `pushed` nor `error` while under way."""
+
+    branch: str
+    commit: str | None
+    pushed: bool
+    error: str | None
+    pull_request_url: str | None = Field(
+        None, description="opens a pull (GitHub) or merge (GitLab) request for the branch"
+    )
+
+
 class JobResponse(ApiModel):
     job_id: str
     user: str
@@ -68,6 +87,7 @@ class JobResponse(ApiModel):
     resources: Resources
     images: list[str]
     options: dict[str, Any]
+    result: JobResult | None = None
 
 
 class JobPageResponse(ApiModel):
@@ -91,3 +111,11 @@ class EventResponse(ApiModel):
     time: datetime
     type: str
     event: dict[str, Any]
+
+
+class DeliveryResponse(ApiModel):
+    time: datetime
+    url: str
+    status: int | None
+    attempt: int
+    error: str | None
