@@ -426,25 +426,19 @@ _RECORD_START = (
         session_id=_given_or_kept("new_session_id", "session_id"),
     )
 )
+# only a run of ours: after a takeover, the job is the new owner's
+_OUR_RUN = (_THIS_JOB, JOBS.c.status == JobStatus.RUNNING, JOBS.c.lease_owner == bindparam("owner"))
 _LIVE_USAGE = (
     update(JOBS)
-    .where(
-        _THIS_JOB,
-        JOBS.c.status == JobStatus.RUNNING,
-        JOBS.c.lease_owner == bindparam("owner"),
-    )
+    .where(*_OUR_RUN)
     .values(
         cpu_seconds=_param("cpu", "cpu_seconds"),
         memory_peak_bytes=_param("peak", "memory_peak_bytes"),
     )
 )
-_FINISH = (  # only a run of ours: after a takeover, the job is the new owner's to end
+_FINISH = (
     update(JOBS)
-    .where(
-        _THIS_JOB,
-        JOBS.c.status == JobStatus.RUNNING,
-        JOBS.c.lease_owner == bindparam("owner"),
-    )
+    .where(*_OUR_RUN)
     .values(
         status=_param("new_status", "status"),
         exit_code=_param("new_exit_code", "exit_code"),
