@@ -283,6 +283,14 @@ DATA_DIR=$data_dir
 #JOB_CPUS=0
 # processes and threads of one job at once
 #JOB_PIDS_MAX=4096
+# transcript kept per job, in MB; past it the job is stopped and ends failed
+#JOB_OUTPUT_MAX_MB=100
+# free space kept on DATA_DIR (2G, 500M or a percentage); below it the job that grew most
+# is stopped and new starts wait
+#DATA_DIR_MIN_FREE=5%
+# auto (Landlock where the kernel offers it), on (refuse to start without it) or off: a
+# sandboxed job writes only its workspace, its Claude Code state and its own TMPDIR
+#JOB_SANDBOX=auto
 # the Claude Code CLI
 CLAUDE_COMMAND=$claude_command
 # pam (the $SERVICE PAM service) or shadow (read SHADOW_FILE and PASSWD_FILE)
