@@ -1,4 +1,6 @@
-"""Request size limits, enforced before any route reads the body.
+"""Request size limits, enforced before any route reads the body; and no NUL in a path
+or query, where no job id, name or filter may hold one (PostgreSQL could not even look
+one up): 400 before any route sees it.
 
 A JSON body may be up to `MAX_JSON_BODY` bytes, an image upload up to `MAX_UPLOAD_BODY`;
 the declared Content-Length is checked first, and a body sent without one is counted as
@@ -8,6 +10,7 @@ it arrives. Too much answers 413 and nothing of it is kept.
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote_to_bytes
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +42,9 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\0" in scope["path"] or b"\0" in unquote_to_bytes(scope["query_string"]):
+            await _answer(send, 400, "a NUL character in the path or query")
             return
         limit = limit_for(scope["path"])
         declared = _content_length(scope)
@@ -80,11 +86,15 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await _answer(send, 413, f"request body larger than {limit} bytes")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

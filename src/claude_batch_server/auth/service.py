@@ -63,6 +63,8 @@ class AuthService:
         self._allow_hash_login = allow_hash_login
 
     async def login(self, username: str, password: str, address: str) -> IssuedToken:
+        if "\0" in username:  # no account's name: nothing to check, count or record
+            raise Unauthenticated(BAD_LOGIN)
         admission = await anyio.to_thread.run_sync(self._throttle.admit, username, address)
         if admission.retry_after is not None:
             await self._audit(username, address, "login", "throttled")

@@ -6,7 +6,8 @@ Started by the server (root) with the request on stdin: it joins the group's cgr
 files first, so git and everything git starts are inside the group's CPU and memory
 limits, and the server can kill them all at once past the time limit. Files larger than
 `max_file` bytes are left out, and named at the top of the diff (`git apply` skips such
-lines); the walk that finds them reads metadata only, never follows a link, and stops
+lines); the walk that finds them reads metadata only, never follows a link (also one swapped in
+during the walk), and stops
 after MAX_ENTRIES entries.
 """
 
@@ -27,18 +28,19 @@ MAX_LEFT_OUT = 1000  # large files named; past that, the diff is refused
 def large_files(workspace: Path, max_file: int) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
     seen = 0
-    for top, dirs, files in os.walk(workspace):
+    # by descriptors: a folder the job swaps for a symlink meanwhile is not entered (this
+    # runs as root, and os.walk would follow it to wherever the job pointed it)
+    for top, dirs, files, top_fd in os.fwalk(workspace, follow_symlinks=False):
         if top == str(workspace):
             dirs[:] = [name for name in dirs if name != ".git"]
         for name in files:
             seen += 1
-            path = Path(top, name)
             try:
-                size = path.lstat().st_size
+                size = os.stat(name, dir_fd=top_fd, follow_symlinks=False).st_size
             except OSError:
                 continue
             if size > max_file:
-                found.append((str(path.relative_to(workspace)), size))
+                found.append((str(Path(top, name).relative_to(workspace)), size))
         if seen > MAX_ENTRIES or len(found) > MAX_LEFT_OUT:
             break
     return found

@@ -25,6 +25,7 @@ from claude_batch_server.jobs.queue import POSITION, JobQueue
 from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
 from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
+from claude_batch_server.repositories.validation import check_text
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, JobEvent, UTCDateTime, detached, utcnow
@@ -113,6 +114,7 @@ class JobService:
         return self._queue.position(job)
 
     def create(self, user: User, request: JobRequest, audit: Audit | None = None) -> Job:
+        check_text("prompt", request.prompt)
         repo = self._repositories.visible(user, request.repository, request.owner)
         if repo.status != RepoStatus.READY:
             raise Conflict(f"repository {repo.name!r} is {repo.status}, not ready")
@@ -174,7 +176,7 @@ class JobService:
     def resume(self, job: Job, prompt: str, audit: Audit | None = None) -> tuple[Job, int | None]:
         if job.workspace_removed:
             raise Conflict("the job's workspace has been removed")
-        return self._enqueue(job, ENDED, prompt, audit)
+        return self._enqueue(job, ENDED, check_text("prompt", prompt), audit)
 
     def _enqueue(
         self,

@@ -32,6 +32,7 @@ from claude_batch_server.repositories.validation import (
     NAME,
     check_branch,
     check_name,
+    check_text,
     check_url,
 )
 from claude_batch_server.store.db import Database
@@ -109,7 +110,7 @@ class RepositoryService:
             id=uuid.uuid4().hex,  # unique, and safe as a path: what DATA_DIR files it under
             name=check_name(request.name),
             git_url=check_url(request.git_url),
-            description=request.description,
+            description=check_text("description", request.description),
             branch=check_branch(request.branch),
             status=RepoStatus.CLONING,
             registered_by=user.name,

@@ -42,6 +42,14 @@ def check_url(url: str) -> str:
     return url
 
 
+def check_text(field: str, text: str) -> str:
+    """Free text (a prompt, a description): anything but NUL, which PostgreSQL cannot store
+    and no C string can carry; refused alike on every database."""
+    if "\0" in text:
+        raise BadRequest(f"{field} holds a NUL character")
+    return text
+
+
 def redact(text: str) -> str:
     """`text` with any password or token in URL user-info replaced, for errors and logs."""
     return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
