@@ -15,8 +15,10 @@ from tests.support.api import Api, home_of
 from tests.support.server import wait_for
 from tests.support.users import OsUser
 
+# data.bin starts with a NUL: git takes it for binary whatever the random bytes are
 CHANGE = (
-    "printf 'hello world\\n' > hello.txt && head -c 700 /dev/urandom > data.bin"
+    "printf 'hello world\\n' > hello.txt"
+    " && { printf '\\000'; head -c 700 /dev/urandom; } > data.bin"
     " && printf 'one more line\\n' >> README.md && rm src/app.py"
 )
 

@@ -169,6 +169,8 @@ class JobExecutor:
         )
         try:
             ended = await self._follow(process, recorder, stop, timeout, result, job)
+            # before the end is recorded: whoever sees the job ended finds its tmp gone
+            await anyio.to_thread.run_sync(self._sandbox.release, job.id)
             outcome = _outcome(
                 ended, process.poll(), result, timeout, self.containment, self._output_max_mb
             )
