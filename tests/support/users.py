@@ -70,6 +70,8 @@ class UserFactory:
         self.made.append(name)
         self.set_password(name, password, method)
         uid = int(_run("id", "-u", name))
+        # a new account may get the uid of a deleted one: what that one left is not ours
+        subprocess.run(["pkill", "-9", "-u", str(uid)], capture_output=True, check=False)
         return OsUser(name, password, uid, list(groups))
 
     def set_password(self, name: str, password: str, method: str) -> None:
@@ -97,6 +99,7 @@ class UserFactory:
         _run("chage", "-d", long_ago, "-M", "30", "-I", "5", name)
 
     def delete(self, name: str) -> None:
+        subprocess.run(["pkill", "-9", "-u", name], capture_output=True, check=False)
         subprocess.run(["userdel", "-r", "-f", name], capture_output=True, check=False)
         if name in self.made:
             self.made.remove(name)

@@ -15,6 +15,8 @@ from claude_batch_server.repositories.validation import redact
 CLONE_TIMEOUT = 15 * 60
 QUERY_TIMEOUT = 60
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+# no prompts, and a host that does not answer ends the clone instead of holding it
+SSH_COMMAND = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=30"
 ERROR_TAIL = 2000  # characters of git's stderr kept as the repository's error
 
 
@@ -37,7 +39,7 @@ def environment(account: Account) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        "GIT_SSH_COMMAND": SSH_COMMAND,
         "GIT_CONFIG_NOSYSTEM": "1",
     }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
-from claude_batch_server.repositories.git import ALLOWED_PROTOCOLS
+from claude_batch_server.repositories.git import ALLOWED_PROTOCOLS, SSH_COMMAND
 
 PUSH_TIMEOUT = 600.0  # seconds; each local step has servergit's own bound
 MAX_PATCH = 64 * 1024 * 1024
@@ -101,7 +101,7 @@ class Scratch:
         through the environment (argv is world-readable, and a URL may hold a token)."""
         env = self._user_config() | {
             "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+            "GIT_SSH_COMMAND": SSH_COMMAND,
             "GIT_CONFIG_COUNT": "2",
             "GIT_CONFIG_KEY_0": "remote.origin.url",
             "GIT_CONFIG_VALUE_0": url,
