@@ -31,6 +31,10 @@ def test_schemathesis_finds_no_server_error(
             "all",
             "--exclude-path",
             "/auth/logout",
+            # a NUL in a path or query is refused with 400 before any route runs, which the
+            # schema cannot say; tests/security/test_nul_input.py sends NULs to every field
+            "--generation-allow-x00",
+            "false",
             "--max-examples",
             "25",
             "--seed",
