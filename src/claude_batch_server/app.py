@@ -22,7 +22,7 @@ from claude_batch_server.api.routes import (
     system,
 )
 from claude_batch_server.api.schemas.base import ERROR_RESPONSES
-from claude_batch_server.jobs.execution import SHUTDOWN
+from claude_batch_server.jobs.outcome import RunEnd
 from claude_batch_server.services import build_services
 from claude_batch_server.settings import Settings
 from claude_batch_server.store import migrate
@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
             logs.log.warning(
                 "jobs cannot run the agent", command=settings.CLAUDE_COMMAND, check=agent
             )
-        await services.spawner.start()
+        await services.executor.open()
         services.dispatcher.start()
         logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)
         try:
@@ -64,8 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
                 finally:
                     background.cancel_scope.cancel()
         finally:
-            await services.dispatcher.shutdown(SHUTDOWN)
-            await services.spawner.close()
+            await services.dispatcher.shutdown(RunEnd.SHUTDOWN)
+            await services.executor.close()
             services.close()
 
     app = FastAPI(

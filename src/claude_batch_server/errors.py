@@ -8,6 +8,8 @@ ServiceError            500, the base: something we did not expect to fail
 ├── UnsupportedMedia    415, the content is not of a kind this route serves
 ├── TooManyRequests     429, slowed down; carries `retry_after` seconds
 └── Unavailable         503, a dependency (database, storage, agent) is down
+
+ConfigError, apart: the settings ask for what this server cannot do; it does not start.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class TooManyRequests(ServiceError):
 
 class Unavailable(ServiceError):
     status_code = 503
+
+
+class ConfigError(Exception):
+    """Raised while the services are built, never while serving."""
 
 
 def _headers(error: ServiceError) -> dict[str, str]:

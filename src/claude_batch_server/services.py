@@ -24,10 +24,11 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.execution import JobExecutor
+from claude_batch_server.jobs.execution import JobRunner
+from claude_batch_server.jobs.executors import executor_for
+from claude_batch_server.jobs.executors.base import Executor
 from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
-from claude_batch_server.jobs.runner import Spawner
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
 from claude_batch_server.logs import Audit, Auditor
@@ -54,7 +55,7 @@ class Services:
     dispatcher: Dispatcher
     files: FileService
     metrics: Metrics
-    spawner: Spawner
+    executor: Executor
     containment: Containment
     sandbox: Sandbox
     results: ResultService
@@ -112,8 +113,8 @@ def build_services(settings: Settings, database: Database) -> Services:
         containment.flavour.value,
     )
     repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
-    spawner = Spawner()
     sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
+    executor = executor_for(settings, containment, sandbox)
     results = ResultService(
         database,
         workspaces,
@@ -128,8 +129,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         workspaces,
         repositories,
         metrics,
-        spawner,
-        containment,
+        executor,
         sandbox,
         results,
     )
@@ -146,7 +146,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         dispatcher,
         files,
         metrics,
-        spawner,
+        executor,
         containment,
         sandbox,
         results,
@@ -163,8 +163,7 @@ def _job_engine(
     workspaces: WorkspaceEngine,
     repositories: RepositoryService,
     metrics: Metrics,
-    spawner: Spawner,
-    containment: Containment,
+    executor: Executor,
     sandbox: Sandbox,
     results: ResultService,
 ) -> tuple[Dispatcher, JobService]:
@@ -172,7 +171,7 @@ def _job_engine(
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
     events, broker = EventStore(database), Broker()
     images = ImageStore(settings.DATA_DIR / "uploads")
-    executor = JobExecutor(
+    runner = JobRunner(
         database,
         workspaces,
         images,
@@ -181,16 +180,14 @@ def _job_engine(
         accounts.Recent(accounts.lookup, _account_files(settings)),
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
-        spawner,
+        executor,
         metrics,
         queue.owner,
-        containment,
-        sandbox,
         settings.JOB_OUTPUT_MAX_MB,
         results,
     )
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
-    dispatcher = Dispatcher(queue, executor, guard)
+    dispatcher = Dispatcher(queue, runner, guard)
     jobs = JobService(
         database, queue, dispatcher, events, broker, images, workspaces, repositories, results
     )

@@ -45,6 +45,11 @@ class SandboxMode(StrEnum):
     OFF = "off"
 
 
+class ExecutorKind(StrEnum):
+    LOCAL = "local"  # jobs run on this host
+    SLURM = "slurm"  # each job a Slurm job step, run as its user on the cluster's nodes
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -88,6 +93,7 @@ class Settings(BaseSettings):
     JOB_CPUS: float = Field(0, ge=0, le=4096)
     JOB_PIDS_MAX: int = Field(4096, ge=0, le=4_194_304)
     JOB_SANDBOX: SandboxMode = SandboxMode.AUTO
+    EXECUTOR: ExecutorKind = ExecutorKind.LOCAL
     JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
     DATA_DIR_MIN_FREE: str = "5%"
     WEBHOOK_URL: str = Field("", max_length=2048, pattern=r"^(https?://[^\x00-\x20\x7f]+)?$")

@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from claude_batch_server.jobs.runner import Line, read_lines
+from claude_batch_server.jobs.lines import Line, read_lines
 from claude_batch_server.jobs.transcript import RunResult, parse_stdout
 from tests.fake_anthropic import FakeAnthropic, Reply, Text, ToolUse, marker, text
 from tests.jobs.conftest import JobWorldFactory

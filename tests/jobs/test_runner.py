@@ -10,15 +10,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from claude_batch_server import accounts
-from claude_batch_server.jobs.runner import AgentProcess, RunSpec, Spawner, group_alive
+from claude_batch_server.jobs.process import AgentProcess, group_alive
+from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from tests.support.users import OsUser, UserFactory
 
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "ONLY": "this"}
 
 
-def run_with_spawner(body: Callable[[Spawner], Awaitable[None]]) -> None:
+def run_with_spawner(body: Callable[[SpawnerClient], Awaitable[None]]) -> None:
     async def main() -> None:
-        spawner = Spawner()
+        spawner = SpawnerClient()
         await spawner.start()
         try:
             await body(spawner)
@@ -28,10 +29,10 @@ def run_with_spawner(body: Callable[[Spawner], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-def spec(user: OsUser, script: str, cwd: Path = Path("/"), stdin: bytes = b"") -> RunSpec:
+def spec(user: OsUser, script: str, cwd: Path = Path("/"), stdin: bytes = b"") -> ProcessSpec:
     account = accounts.lookup(user.name)
     assert account is not None
-    return RunSpec(["sh", "-c", script], ENV, cwd, account, stdin)
+    return ProcessSpec(["sh", "-c", script], ENV, cwd, account, stdin)
 
 
 async def output(process: AgentProcess) -> tuple[str, str, int]:
@@ -56,7 +57,7 @@ def test_the_process_is_the_users_with_nothing_else(users: UserFactory) -> None:
         "grep SigIgn /proc/self/status; echo oops >&2; exit 3"
     )
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         process = AgentProcess(spec(user, script, home, b"from stdin\n"), spawner)
         await process.start()
         out, err, code = await output(process)
@@ -80,7 +81,7 @@ def test_the_process_is_the_users_with_nothing_else(users: UserFactory) -> None:
 def test_what_the_run_left_running_is_killed_when_it_ends(users: UserFactory) -> None:
     user = users.create()
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         process = AgentProcess(spec(user, "setsid sleep 1000 & echo started"), spawner)
         await process.start()
         out, _, code = await output(process)
@@ -96,7 +97,7 @@ def test_stop_interrupts_the_agent_then_kills_the_rest(users: UserFactory) -> No
     user = users.create()
     script = "trap 'echo interrupted; exit 130' INT; setsid sleep 1000 & echo ready; wait"
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         process = AgentProcess(spec(user, script), spawner)
         await process.start()
         lines = process.stdout()
@@ -112,10 +113,10 @@ def test_stop_interrupts_the_agent_then_kills_the_rest(users: UserFactory) -> No
 def test_a_command_that_cannot_start_fails_with_a_reason(users: UserFactory) -> None:
     user = users.create()
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         account = accounts.lookup(user.name)
         assert account is not None
-        missing = RunSpec(["/nonexistent/claude"], ENV, Path("/"), account, b"")
+        missing = ProcessSpec(["/nonexistent/claude"], ENV, Path("/"), account, b"")
         process = AgentProcess(missing, spawner)
         await process.start()
         _, err, code = await output(process)
@@ -131,12 +132,12 @@ def test_a_request_larger_than_the_socket_takes_at_once_arrives_whole(
     user = users.create()
     big = {f"BIG{n}": str(n) * 100_000 for n in range(4)}  # together beyond the buffer
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         account = accounts.lookup(user.name)
         assert account is not None
         script = 'echo "${#BIG0} ${#BIG3} ${BIG3%"${BIG3#?}"}"'
         process = AgentProcess(
-            RunSpec(["sh", "-c", script], ENV | big, Path("/"), account, b""), spawner
+            ProcessSpec(["sh", "-c", script], ENV | big, Path("/"), account, b""), spawner
         )
         await process.start()
         assert await output(process) == ("100000 100000 3\n", "", 0)
@@ -147,7 +148,7 @@ def test_a_request_larger_than_the_socket_takes_at_once_arrives_whole(
 def test_jobs_stop_when_the_server_goes_away(users: UserFactory) -> None:
     user = users.create()
 
-    async def body(spawner: Spawner) -> None:
+    async def body(spawner: SpawnerClient) -> None:
         script = "setsid sleep 1000 & echo ready; exec sleep 1000"
         process = AgentProcess(spec(user, script), spawner)
         await process.start()

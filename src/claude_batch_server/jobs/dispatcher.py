@@ -16,15 +16,9 @@ import contextlib
 import anyio
 
 from claude_batch_server.jobs.disk import GUARD_TICK, DiskGuard
-from claude_batch_server.jobs.execution import (
-    DISK_FULL,
-    SERVER_GONE,
-    JobExecutor,
-    Outcome,
-    StopRequest,
-)
+from claude_batch_server.jobs.execution import JobRunner, StopRequest
+from claude_batch_server.jobs.outcome import SERVER_GONE, Outcome, RunEnd
 from claude_batch_server.jobs.queue import Claim, JobQueue
-from claude_batch_server.jobs.runner import kill_leftover
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import RunResult
 from claude_batch_server.logs import log
@@ -33,9 +27,9 @@ TICK = 2.0
 
 
 class Dispatcher:
-    def __init__(self, queue: JobQueue, executor: JobExecutor, guard: DiskGuard) -> None:
+    def __init__(self, queue: JobQueue, runner: JobRunner, guard: DiskGuard) -> None:
         self._queue = queue
-        self._executor = executor
+        self._runner = runner
         self._guard = guard
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
@@ -71,7 +65,7 @@ class Dispatcher:
         if self._loop is not None:  # else not started yet, and start() wakes itself
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def stop_job(self, job_id: str, reason: str = "cancelled") -> bool:
+    def stop_job(self, job_id: str, reason: RunEnd = RunEnd.CANCELLED) -> bool:
         """Asks a run of this process to stop; False when it does not run here."""
         entry = self._running.get(job_id)
         if entry is None:
@@ -85,7 +79,7 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(entry[0])
 
-    async def shutdown(self, reason: str) -> None:
+    async def shutdown(self, reason: RunEnd) -> None:
         """Stops the loops, then every run of this process (their jobs end `failed`)."""
         self._closing = True
         for loop in self._loops:
@@ -126,7 +120,7 @@ class Dispatcher:
 
     async def _run(self, claim: Claim, stop: StopRequest) -> JobStatus:
         try:
-            return await self._executor.run(claim, stop)
+            return await self._runner.run(claim, stop)
         finally:
             self._running.pop(claim.job.id, None)
             if self._waiting or self._queue.shared:  # its slot is free for them
@@ -152,7 +146,7 @@ class Dispatcher:
                 was_low = self._guard.low
                 victim = await anyio.to_thread.run_sync(self._guard.check, list(self._running))
                 if victim is not None:
-                    self.stop_job(victim, DISK_FULL)
+                    self.stop_job(victim, RunEnd.DISK_FULL)
                 if was_low and not self._guard.low:  # the space is back: what waits starts
                     self.wake()
             except Exception:
@@ -165,16 +159,14 @@ class Dispatcher:
         for job in self._queue.abandoned():
             if not self._queue.take_over(job.id, job.lease_owner):
                 continue
-            killed = kill_leftover(job.pid, job.pid_start)
-            # whatever left the process group (a setsid daemon) is still in the job's group
-            self._executor.containment.end(job.id)
+            killed = self._runner.executor.end_leftover(job)
             log.warning("recovered abandoned job", job=job.id, killed_leftover=killed)
             outcome = Outcome(JobStatus.FAILED, None, SERVER_GONE)
-            self._executor.finish(job.id, outcome, RunResult())
+            self._runner.finish(job.id, outcome, RunResult())
             recovered += 1
         return recovered
 
     def sweep(self) -> int:
-        """Blocking, at start: kills every job's control group that no running job holds
-        (a dead server's, recovered above, or of a run that ended while it died)."""
-        return self._executor.containment.sweep(self._queue.running_ids())
+        """Blocking, at start: ends every run that no running job holds (a dead server's,
+        recovered above, or of a run that ended while it died)."""
+        return self._runner.executor.sweep(self._queue.running_ids())

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,16 @@ import anyio
 from sqlalchemy import BindParameter, ColumnElement, Connection, bindparam, func, select, update
 
 from claude_batch_server.accounts import Account
-from claude_batch_server.cgroups.base import Flavour, Usage
+from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.files.safe import write_beneath
 from claude_batch_server.jobs import command
-from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.executors.base import Executor, PreparedRun, Run
 from claude_batch_server.jobs.images import ImageStore, media_type
+from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.outcome import Outcome, RunEnd, decide
 from claude_batch_server.jobs.queue import Claim
 from claude_batch_server.jobs.recorder import OutputBudget, TranscriptRecorder
-from claude_batch_server.jobs.runner import AgentProcess, Line, RunSpec, Spawner
-from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import (
     Event,
@@ -49,33 +48,21 @@ STDERR_LINE = 4000  # bytes of one stderr line kept for the error
 
 
 class StopRequest:
-    """Asks a run to stop early: a user's cancel, or the server shutting down."""
+    """Asks a run to stop early: a user's cancel, the server shutting down, a limit."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self.reason = "cancelled"
+        self.reason = RunEnd.CANCELLED
 
-    def set(self, reason: str) -> None:
+    def set(self, reason: RunEnd) -> None:
         self.reason = reason
         self.event.set()
 
 
-SHUTDOWN = "shutdown"
-OOM = "oom"  # the kernel killed a process of the job for its memory
-OUTPUT_LIMIT = "output limit"
-DISK_FULL = "disk full"
 MEGABYTE = 1024 * 1024
-SERVER_GONE = "the server stopped while this job was running; it did not finish"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: JobStatus
-    exit_code: int | None
-    error: str | None
-
-
-class JobExecutor:
+class JobRunner:
     def __init__(
         self,
         database: Database,
@@ -86,11 +73,9 @@ class JobExecutor:
         lookup: Callable[[str], Account | None],
         claude_command: str,
         max_run: timedelta,
-        spawner: Spawner,
+        executor: Executor,
         metrics: Metrics,
         owner: str,
-        containment: Containment,
-        sandbox: Sandbox,
         output_max_mb: int,
         results: ResultService,
     ) -> None:
@@ -102,11 +87,9 @@ class JobExecutor:
         self._lookup = lookup
         self._claude_command = claude_command
         self._max_run = max_run
-        self._spawner = spawner
+        self.executor = executor
         self._metrics = metrics
         self._owner = owner  # the lease owner that this process's runs are claimed under
-        self.containment = containment
-        self._sandbox = sandbox
         self._output_max_mb = output_max_mb
         self._results = results  # what a job's end sets going: its push, its webhooks
 
@@ -123,8 +106,6 @@ class JobExecutor:
             first = None if result.recorded else _run_started(job, self._timeout(job))
             await anyio.to_thread.run_sync(self.finish, job.id, outcome, result, first)
             return outcome.status
-        finally:
-            await anyio.to_thread.run_sync(self._sandbox.release, job.id)
         self._ended(job.id, outcome, job.claimed_at)
         return outcome.status
 
@@ -137,14 +118,9 @@ class JobExecutor:
             started = _run_started(job, timeout)
             await anyio.to_thread.run_sync(self._finish, job.id, prepared, result, started)
             return prepared
-        spec, commit = prepared
+        prepared_run, commit = prepared
         spawned = time.perf_counter()
-        process = AgentProcess(spec, self._spawner)
-        try:
-            await process.start()
-        except BaseException:
-            await anyio.to_thread.run_sync(self.containment.end, job.id)
-            raise
+        process = await self.executor.start(prepared_run)
         log.info(
             "agent started",
             job=job.id,
@@ -155,7 +131,7 @@ class JobExecutor:
         first = functools.partial(self._record_start, job.id, process, commit, timeout, job)
         kept = await anyio.to_thread.run_sync(self._events.size, job.id) if job.runs else 0
         budget = OutputBudget(
-            self._output_max_mb * MEGABYTE - kept, functools.partial(stop.set, OUTPUT_LIMIT)
+            self._output_max_mb * MEGABYTE - kept, functools.partial(stop.set, RunEnd.OUTPUT_LIMIT)
         )
         recorder = TranscriptRecorder(
             self._database,
@@ -163,16 +139,19 @@ class JobExecutor:
             self._broker,
             job.id,
             first,
-            functools.partial(stop.set, "transcript"),
+            functools.partial(stop.set, RunEnd.TRANSCRIPT),
             budget,
             claim.last_seq,
         )
         try:
             ended = await self._follow(process, recorder, stop, timeout, result, job)
-            # before the end is recorded: whoever sees the job ended finds its tmp gone
-            await anyio.to_thread.run_sync(self._sandbox.release, job.id)
-            outcome = _outcome(
-                ended, process.poll(), result, timeout, self.containment, self._output_max_mb
+            outcome = decide(
+                ended,
+                process.poll(),
+                result,
+                timeout,
+                self.executor.memory_max,
+                self._output_max_mb,
             )
             await recorder.close(functools.partial(self._finish_in, job.id, outcome, result))
         except Exception:
@@ -184,15 +163,16 @@ class JobExecutor:
 
     async def _follow(
         self,
-        process: AgentProcess,
+        process: Run,
         recorder: TranscriptRecorder,
         stop: StopRequest,
         timeout: float,
         result: RunResult,
         job: Job,
-    ) -> str:
-        """Records the process's output until it ended, and what its control group used;
-        returns how it ended."""
+    ) -> RunEnd:
+        """Records the run's output until it ended, and what it used; returns how it ended.
+        Whatever happens, the run is ended (`Run.end`) before this returns: whoever sees the
+        job ended finds nothing of its run left."""
         readers = asyncio.gather(
             _pump(
                 process.stdout(), recorder, functools.partial(parse_stdout, result=result), result
@@ -200,23 +180,21 @@ class JobExecutor:
             _pump(process.stderr(), recorder, stderr_event, None, keep=result.stderr_tail),
         )
         live = functools.partial(self._record_usage, job)
-        watch = asyncio.create_task(
-            self.containment.watch(job.id, live, functools.partial(stop.set, OOM))
-        )
+        watch = asyncio.create_task(process.watch(live, functools.partial(stop.set, RunEnd.OOM)))
         try:
-            ended = await self._supervise(process, stop.event, timeout)
-            await process.clear_group()
+            ended = await self._supervise(process, stop, timeout)
         finally:
             watch.cancel()
-            used = await anyio.to_thread.run_sync(self.containment.end, job.id)
-        measured = self.containment.flavour is not Flavour.NONE
-        self._metrics.run_resources(measured, used.cpu_seconds, used.memory_peak_bytes)
+            used = await process.end()
+        self._metrics.run_resources(
+            self.executor.measures, used.cpu_seconds, used.memory_peak_bytes
+        )
         result.cpu_seconds, result.memory_peak_bytes = _totals(job, used)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, PIPE_DRAIN)
-        if used.oom_kills and ended == "exited":  # killed before the watch saw it
-            return OOM
-        return stop.reason if ended == "stopped" else ended
+        if used.oom_kills and ended is RunEnd.EXITED:  # killed before the watch saw it
+            return RunEnd.OOM
+        return ended
 
     def _record_usage(self, job: Job, used: Usage) -> None:
         """Blocking: a running job's figures so far (its runs before this one included)."""
@@ -227,7 +205,7 @@ class JobExecutor:
 
     def _prepare(
         self, job: Job, repository_commit: str | None
-    ) -> tuple[RunSpec, str | None] | Outcome:
+    ) -> tuple[PreparedRun, str | None] | Outcome:
         """Blocking: the workspace (made on the first run, at `repository_commit`, where the
         claim found the repository; restored on a resume), the command line of this run, and
         the commit of a new workspace."""
@@ -248,11 +226,10 @@ class JobExecutor:
         session = None if first else job.session_id
         line = command.arguments(self._claude_command, job.options, session, bool(images))
         stdin = command.stdin(job.run_prompt, images, IMAGE_DIR if images else None)
-        env, confinement = self._sandbox.prepare(job.id, account, path)
-        env = command.environment(account) | env
-        procs = tuple(self.containment.create(job.id))
-        spec = RunSpec(line.argv, env, path, account, stdin, line.files, procs, confinement)
-        return spec, commit
+        env = command.environment(account)
+        timeout = self._timeout(job)
+        run = PreparedRun(job.id, account, line.argv, env, path, stdin, timeout, line.files)
+        return run, commit
 
     def _create_workspace(self, job: Job, account: Account, commit: str) -> Path:
         started = time.perf_counter()
@@ -277,10 +254,10 @@ class JobExecutor:
         asked = job.options.get("timeout")
         return min(float(asked), limit) if asked else limit
 
-    async def _supervise(self, process: AgentProcess, cancel: asyncio.Event, timeout: float) -> str:
-        """Waits for the process to exit, the job to be cancelled, or its time to run out."""
+    async def _supervise(self, process: Run, stop: StopRequest, timeout: float) -> RunEnd:
+        """Waits for the run to exit, to be asked to stop, or its time to run out."""
         exited = asyncio.create_task(process.wait())
-        cancelled = asyncio.create_task(cancel.wait())
+        cancelled = asyncio.create_task(stop.event.wait())
         try:
             done, _ = await asyncio.wait(
                 {exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -288,14 +265,14 @@ class JobExecutor:
         finally:
             cancelled.cancel()
         if exited in done:
-            return "exited"
+            return RunEnd.EXITED
         await process.stop()
-        return "stopped" if cancelled in done else "timeout"
+        return stop.reason if cancelled in done else RunEnd.TIMEOUT
 
     def _record_start(
         self,
         job_id: str,
-        process: AgentProcess,
+        process: Run,
         commit: str | None,
         timeout: float,
         job: Job,
@@ -321,7 +298,6 @@ class JobExecutor:
     ) -> None:
         """Blocking: records how a run ended, in the job and in its transcript (after the
         `started` mark, if that was not written yet)."""
-        self._sandbox.release(job_id)  # a run that failed, or died with its server
         with self._database.read_connection() as connection:
             claimed = connection.scalar(_CLAIMED_AT, {"job_id": job_id})
         self._finish(job_id, outcome, result, started)
@@ -464,47 +440,3 @@ _FINISH = (
     )
     .returning(JOBS.c.id)
 )
-
-
-def _outcome(
-    ended: str,
-    exit_code: int | None,
-    result: RunResult,
-    timeout: float,
-    contained: Containment,
-    output_mb: int,
-) -> Outcome:
-    if ended == OOM:
-        return Outcome(JobStatus.FAILED, exit_code, _out_of_memory(contained.limits.memory_max))
-    if ended == "cancelled":
-        return Outcome(JobStatus.CANCELLED, exit_code, "cancelled")
-    if ended == SHUTDOWN:
-        return Outcome(JobStatus.FAILED, exit_code, SERVER_GONE)
-    if ended == "timeout":
-        return Outcome(JobStatus.TIMEOUT, exit_code, f"timed out after {timeout:g} s")
-    if ended == DISK_FULL:
-        error = "stopped: free space on DATA_DIR fell below DATA_DIR_MIN_FREE, and of the "
-        return Outcome(JobStatus.FAILED, exit_code, error + "running jobs this one grew most")
-    if ended == OUTPUT_LIMIT:
-        limit = f"JOB_OUTPUT_MAX_MB ({output_mb} MB)"
-        return Outcome(JobStatus.FAILED, exit_code, f"stopped: its transcript reached {limit}")
-    if exit_code == 0 and result.succeeded:
-        return Outcome(JobStatus.COMPLETED, 0, None)
-    return Outcome(JobStatus.FAILED, exit_code, _failure(exit_code, result))
-
-
-def _out_of_memory(limit: int) -> str:
-    if not limit:
-        return "out of memory: the kernel killed a process of the job"
-    return (
-        f"out of memory: the job reached JOB_MEMORY_MAX ({limit / 2**20:g} MiB) and its"
-        " processes were killed"
-    )
-
-
-def _failure(exit_code: int | None, result: RunResult) -> str:
-    if result.seen_result and (result.is_error or not result.succeeded):
-        detail = result.output or "; ".join(result.errors) or result.subtype or "error result"
-        return f"Claude Code reported an error ({result.subtype}): {detail}"[:4000]
-    tail = "\n".join(line for line in result.stderr_tail if line)[-2000:]
-    return f"Claude Code exited with code {exit_code}" + (f": {tail}" if tail else "")

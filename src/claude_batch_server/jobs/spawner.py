@@ -9,18 +9,14 @@ in place: a job starts with one fork of a small process and one exec, of Claude 
 
     python -I -m claude_batch_server.jobs.spawner REQUESTS_FD REPORTS_FD
 
-A request on REQUESTS_FD (a Unix stream socket) is a 4-byte length and a JSON object
-(`Request`), with the job's stdin, stdout and stderr attached as descriptors. Reports go
-to REPORTS_FD as JSON lines: {"started": id, "pid": pid}, {"failed": id, "error": text},
-{"exited": pid, "status": exit code, negative for a signal}. When the requests end (the
-server stopped or died), every job still running is stopped as a cancel stops it, and
-the spawner exits once they are gone. Standard library only.
+Requests come on REQUESTS_FD and reports go to REPORTS_FD in the format of `wire`. When the
+requests end (the server stopped or died), every job still running is stopped as a cancel
+stops it, and the spawner exits once they are gone. Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import selectors
@@ -28,33 +24,9 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, TypedDict
 
-from claude_batch_server.jobs import landlock, reaper
-
-HEADER = 4  # bytes of the length before each request
-STREAMS = 3  # stdin, stdout, stderr
-NO_START = 127  # the exit code of a job whose process could not be set up
-
-
-class Request(TypedDict):
-    id: int
-    argv: list[str]
-    files: dict[str, str]  # flag -> content, passed as flag=<a private file of the user's>
-    env: dict[str, str]
-    cwd: str
-    uid: int
-    gid: int
-    groups: list[int]
-    grace: float
-    nofile: int
-    cgroups: list[str]  # the cgroup.procs files of the job's control group
-    sandbox: landlock.Confinement | None  # None: the sandbox is off
-
-
-def encode(request: Request) -> bytes:
-    body = json.dumps(request).encode()
-    return len(body).to_bytes(HEADER, "big") + body
+from claude_batch_server.jobs import landlock, reaper, wire
+from claude_batch_server.jobs.wire import HEADER, NO_START, STREAMS, Request
 
 
 class Spawner:
@@ -103,18 +75,18 @@ class Spawner:
                 return None
             header += data
         body = _read_exactly(self.requests, int.from_bytes(header, "big"))
-        return (json.loads(body), fds) if body is not None else None
+        return (wire.decode(body), fds) if body is not None else None
 
     def _spawn(self, request: Request, fds: list[int]) -> None:
         if len(fds) != STREAMS:
-            self._report(failed=request["id"], error=f"{len(fds)} descriptors, not {STREAMS}")
+            self._report(wire.failed(request["id"], f"{len(fds)} descriptors, not {STREAMS}"))
             return
         # blocked across the fork: a stop that comes before the reaper can take it waits
         signal.pthread_sigmask(signal.SIG_BLOCK, reaper.STOP_SIGNALS)
         try:
             pid = os.fork()
         except OSError as error:
-            self._report(failed=request["id"], error=f"fork: {error}")
+            self._report(wire.failed(request["id"], f"fork: {error}"))
             return
         finally:
             if os.getpid() == self.pid:
@@ -122,7 +94,7 @@ class Spawner:
         if pid == 0:
             _become_job(request, fds)
         self.children.add(pid)
-        self._report(started=request["id"], pid=pid)
+        self._report(wire.started(request["id"], pid))
 
     def _reap(self) -> None:
         while self.children:
@@ -133,7 +105,7 @@ class Spawner:
             if pid == 0:
                 return
             self.children.discard(pid)
-            self._report(exited=pid, status=os.waitstatus_to_exitcode(status))
+            self._report(wire.exited(pid, os.waitstatus_to_exitcode(status)))
 
     def _close(self) -> None:
         """The server is gone: stop every job still running, as a cancel would."""
@@ -144,10 +116,10 @@ class Spawner:
             except OSError:
                 continue
 
-    def _report(self, **fields: Any) -> None:
+    def _report(self, report: bytes) -> None:
         # should the server be gone, its successor finds the jobs in the database
         with contextlib.suppress(OSError):
-            self.reports.sendall(json.dumps(fields).encode() + b"\n")
+            self.reports.sendall(report)
 
 
 def _become_job(request: Request, fds: list[int]) -> None:

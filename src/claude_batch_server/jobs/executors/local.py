@@ -1,0 +1,114 @@
+"""The local executor: each run a process of its user on this host, started by the
+spawner (`spawner_client`, `process`), in a control group of its own (`containment`) and
+confined by Landlock (`sandbox`). Its leftovers are found by the recorded process and by
+the control group's name (`job-<id>`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import anyio
+
+from claude_batch_server.cgroups.base import Flavour, Usage
+from claude_batch_server.jobs.containment import Containment
+from claude_batch_server.jobs.executors.base import PreparedRun
+from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.process import AgentProcess, kill_leftover
+from claude_batch_server.jobs.sandbox import Sandbox
+from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
+from claude_batch_server.store.tables import Job
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, spawner: SpawnerClient, containment: Containment, sandbox: Sandbox) -> None:
+        self._spawner = spawner
+        self._containment = containment
+        self._sandbox = sandbox
+        self.measures = containment.flavour is not Flavour.NONE
+        self.memory_max = containment.limits.memory_max
+
+    async def open(self) -> None:
+        await self._spawner.start()
+
+    async def close(self) -> None:
+        await self._spawner.close()
+
+    async def start(self, run: PreparedRun) -> LocalRun:
+        try:
+            spec = await anyio.to_thread.run_sync(self._confine, run)
+            process = AgentProcess(spec, self._spawner)
+            await process.start()
+        except BaseException:
+            await anyio.to_thread.run_sync(self._release, run.job_id)
+            raise
+        return LocalRun(process, self._containment, run.job_id, self._release)
+
+    def _confine(self, run: PreparedRun) -> ProcessSpec:
+        """Blocking, as root: the run's temporary folder, its sandbox and control group."""
+        env, confinement = self._sandbox.prepare(run.job_id, run.account, run.cwd)
+        procs = tuple(self._containment.create(run.job_id))
+        return ProcessSpec(
+            run.argv, run.env | env, run.cwd, run.account, run.stdin, run.files, procs, confinement
+        )
+
+    def _release(self, job_id: str) -> Usage:
+        """Blocking: kills what is left in the run's control group, removes its temporary
+        folder; returns what the group used."""
+        used = self._containment.end(job_id)
+        self._sandbox.release(job_id)
+        return used
+
+    def end_leftover(self, job: Job) -> bool:
+        killed = kill_leftover(job.pid, job.pid_start)
+        # whatever left the process group (a setsid daemon) is still in the job's group
+        self._release(job.id)
+        return killed
+
+    def sweep(self, keep: Iterable[str]) -> int:
+        return self._containment.sweep(keep)
+
+
+class LocalRun:
+    def __init__(
+        self,
+        process: AgentProcess,
+        containment: Containment,
+        job_id: str,
+        release: Callable[[str], Usage],
+    ) -> None:
+        self._process = process
+        self._containment = containment
+        self._job_id = job_id
+        self._release = release
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def pid_start(self) -> int | None:
+        return self._process.pid_start
+
+    def stdout(self) -> AsyncIterator[Line]:
+        return self._process.stdout()
+
+    def stderr(self) -> AsyncIterator[Line]:
+        return self._process.stderr()
+
+    def poll(self) -> int | None:
+        return self._process.poll()
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    async def stop(self) -> None:
+        await self._process.stop()
+
+    async def watch(self, on_usage: Callable[[Usage], None], on_oom: Callable[[], None]) -> None:
+        await self._containment.watch(self._job_id, on_usage, on_oom)
+
+    async def end(self) -> Usage:
+        await self._process.clear_group()
+        return await anyio.to_thread.run_sync(self._release, self._job_id)
