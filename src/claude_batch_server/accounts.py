@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 SECONDS_PER_DAY = 86400
 SYSTEM_FILES = (Path("/etc/passwd"), Path("/etc/group"), Path("/etc/shadow"))
-RECENT_SECONDS = 5.0
+CACHE_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -101,16 +101,6 @@ def read_shadow(name: str, shadow_file: Path) -> ShadowEntry | None:
     return None
 
 
-def group_members(group: str) -> set[str]:
-    """Names whose primary or supplementary group is `group`; empty when it does not exist."""
-    try:
-        entry = grp.getgrnam(group)
-    except KeyError:
-        return set()
-    primary = {p.pw_name for p in pwd.getpwall() if p.pw_gid == entry.gr_gid}
-    return set(entry.gr_mem) | primary
-
-
 def _account(name: str, uid: int, gid: int, home: str, shell: str) -> Account:
     try:
         gids = tuple(dict.fromkeys([gid, *os.getgrouplist(name, gid)]))
@@ -149,8 +139,9 @@ def _day(field: str) -> int | None:
         return None
 
 
-class Recent(Generic[T]):
-    """`read(name)`, remembered while none of `files` changed, and for `seconds` at most.
+class AccountCache(Generic[T]):
+    """A cache of `read(name)`: a value is kept while none of `files` (passwd, group,
+    shadow) changed, and for `seconds` at most.
 
     Every request checks its caller's account (a lock or an expiry since the token was
     issued refuses it); reading passwd, group and shadow each time costs more than the rest
@@ -158,7 +149,7 @@ class Recent(Generic[T]):
     once; facts from other sources of the name service (LDAP, say) within `seconds`."""
 
     def __init__(
-        self, read: Callable[[str], T], files: Iterable[Path], seconds: float = RECENT_SECONDS
+        self, read: Callable[[str], T], files: Iterable[Path], seconds: float = CACHE_SECONDS
     ) -> None:
         self._read = read
         self._files = tuple(dict.fromkeys(files))

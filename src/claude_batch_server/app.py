@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from claude_batch_server import __version__, datadir, errors, logs, maintenance, web
+from claude_batch_server import __version__, datadir, logs, maintenance, web
+from claude_batch_server.api import errors
 from claude_batch_server.api.limits import BodyLimitMiddleware
 from claude_batch_server.api.routes import (
     audit,

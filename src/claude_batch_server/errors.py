@@ -1,25 +1,25 @@
-"""The error hierarchy. Services raise these; `install_handlers` maps them to HTTP in one place.
+"""The error hierarchy. Services raise these and know nothing of HTTP; each class names the
+status it stands for, and `api.errors` maps them to responses in one place (the dashboard,
+`web.render`, shows them as pages).
 
 ServiceError            500, the base: something we did not expect to fail
 ├── BadRequest          400, the request is malformed or names something invalid
 ├── Unauthenticated     401, no valid credentials (one body for every login failure)
+│   └── web.session.NotLoggedIn     the dashboard sends the browser to its login page
+├── Forbidden           403, the caller is known but may not do this
 ├── NotFound            404, does not exist, or the caller may not see it
 ├── Conflict            409, the resource is not in a state that allows this
+├── TooLarge            413, more than the route hands out (a file to download instead)
 ├── UnsupportedMedia    415, the content is not of a kind this route serves
+├── RangeNotSatisfiable 416, a byte range outside the file
 ├── TooManyRequests     429, slowed down; carries `retry_after` seconds
-└── Unavailable         503, a dependency (database, storage, agent) is down
+├── Unavailable         503, a dependency (database, storage, agent) is down
+└── workspaces.WorkspaceError   500, a workspace or stored tree could not be made or found
 
 ConfigError, apart: the settings ask for what this server cannot do; it does not start.
 """
 
 from __future__ import annotations
-
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 
 class ServiceError(Exception):
@@ -50,8 +50,16 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+class TooLarge(ServiceError):
+    status_code = 413
+
+
 class UnsupportedMedia(ServiceError):
     status_code = 415
+
+
+class RangeNotSatisfiable(ServiceError):
+    status_code = 416
 
 
 class TooManyRequests(ServiceError):
@@ -68,67 +76,3 @@ class Unavailable(ServiceError):
 
 class ConfigError(Exception):
     """Raised while the services are built, never while serving."""
-
-
-def _headers(error: ServiceError) -> dict[str, str]:
-    if isinstance(error, TooManyRequests):
-        return {"Retry-After": str(error.retry_after)}
-    if isinstance(error, Unauthenticated):
-        return {"WWW-Authenticate": "Bearer"}
-    return {}
-
-
-async def _service_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, ServiceError)
-    return JSONResponse(
-        {"detail": error.detail}, status_code=error.status_code, headers=_headers(error)
-    )
-
-
-async def _validation_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, RequestValidationError)
-    # 400, as the contract asks for a bad repository name: one status for every bad request
-    return JSONResponse({"detail": _describe(error)}, status_code=400)
-
-
-async def _http_error(request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, HTTPException)
-    headers = error.headers
-    if error.status_code == 405:
-        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
-    return JSONResponse(
-        {"detail": str(error.detail)}, status_code=error.status_code, headers=headers
-    )
-
-
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
-
-
-def _describe(error: RequestValidationError) -> str:
-    """One readable line per problem, e.g. `body.prompt: Field required`."""
-    parts = []
-    for problem in error.errors():
-        where = ".".join(str(p) for p in problem.get("loc", ()))
-        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
-    structlog.get_logger("claude_batch_server").error(
-        "unhandled error", exc_info=(type(error), error, error.__traceback__)
-    )
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
-
-
-def install_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(Exception, _unexpected_error)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from claude_batch_server import accounts
+from claude_batch_server.audit import Audit, Auditor
 from claude_batch_server.auth.base import Authenticator
 from claude_batch_server.auth.pam import PamAuthenticator
 from claude_batch_server.auth.policy import LoginPolicy
@@ -31,7 +32,6 @@ from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
-from claude_batch_server.logs import Audit, Auditor
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
@@ -177,7 +177,7 @@ def _job_engine(
         images,
         events,
         broker,
-        accounts.Recent(accounts.lookup, _account_files(settings)),
+        accounts.AccountCache(accounts.lookup, _account_files(settings)),
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
         executor,

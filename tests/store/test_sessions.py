@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
+from claude_batch_server.audit import Auditor
 from claude_batch_server.errors import Conflict
-from claude_batch_server.logs import Auditor
 from claude_batch_server.store import db, migrate
 from claude_batch_server.store.db import Database, after_commit
 from claude_batch_server.store.tables import AuditEvent, RevokedToken, utcnow

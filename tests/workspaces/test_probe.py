@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.settings import CowStrategy
-from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, probe
+from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError, registry
 from tests.workspaces.conftest import WORKING, kind
 
 AUTO = {"btrfs": "overlay", "xfs": "overlay", "ext4": "overlay"}
@@ -50,4 +50,4 @@ def test_a_strategy_that_does_not_work_is_refused(data_dir: Path, filesystem: st
     ],
 )
 def test_auto_falls_back_in_the_measured_order(works: dict[str, bool], picked: str) -> None:
-    assert probe.choose(CowStrategy.AUTO, works, "here").name == picked
+    assert registry.choose(CowStrategy.AUTO, works, "here").name == picked

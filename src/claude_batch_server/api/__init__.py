@@ -1,1 +1,2 @@
-"""HTTP: dependencies (`deps`), request and response models (`schemas`), and thin routes."""
+"""HTTP: dependencies (`deps`), body limits (`limits`), the errors mapped to responses
+(`errors`), request and response models (`schemas`), and thin routes."""

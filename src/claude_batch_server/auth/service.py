@@ -14,13 +14,13 @@ from pathlib import Path
 
 import anyio
 
-from claude_batch_server.accounts import Account, Recent, ShadowEntry
+from claude_batch_server.accounts import Account, AccountCache, ShadowEntry
+from claude_batch_server.audit import Auditor
 from claude_batch_server.auth.base import Authenticator
 from claude_batch_server.auth.policy import LoginPolicy, is_stored_hash
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import Claims, IssuedToken, TokenService
 from claude_batch_server.errors import TooManyRequests, Unauthenticated
-from claude_batch_server.logs import Auditor
 
 FAILURE_FLOOR = 0.4
 BAD_LOGIN = "invalid username or password"
@@ -53,8 +53,8 @@ class AuthService:
         account_files: Iterable[Path],
     ) -> None:
         self.authenticator = authenticator
-        # a login reads the account afresh; a request's check may use what is recent
-        self._recent_facts = Recent(self._facts, account_files)
+        # a login reads the account afresh; a request's check may use the cache
+        self._cached_facts = AccountCache(self._facts, account_files)
         self._policy = policy
         self._throttle = throttle
         self._tokens = tokens
@@ -101,7 +101,7 @@ class AuthService:
     def authenticate(self, token: str) -> User:
         """Blocking: the user a bearer token stands for, as long as they may still log in."""
         claims = self._tokens.verify(token)
-        account, shadow = self._recent_facts(claims.sub)
+        account, shadow = self._cached_facts(claims.sub)
         if self._policy.refusal(account, shadow) or not account:
             raise Unauthenticated("account no longer allowed")
         return User(account, self.is_admin(account), claims)

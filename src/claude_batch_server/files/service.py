@@ -16,7 +16,8 @@ from claude_batch_server.accounts import Account
 from claude_batch_server.errors import (
     BadRequest,
     NotFound,
-    ServiceError,
+    RangeNotSatisfiable,
+    TooLarge,
     UnsupportedMedia,
 )
 from claude_batch_server.files import safe
@@ -29,14 +30,6 @@ CHUNK = 256 * 1024
 MAX_CONTENT = 2 * 1024 * 1024  # bytes `content` returns; larger files are for `download`
 MAX_ENTRIES = 10_000
 SNIFF = 8192
-
-
-class TooLarge(ServiceError):
-    status_code = 413
-
-
-class RangeNotSatisfiable(ServiceError):
-    status_code = 416
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from sqlalchemy import bindparam, case, delete, func, select, update
 
+from claude_batch_server.audit import Audit
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import BadRequest, Conflict, Forbidden, NotFound
 from claude_batch_server.jobs.dispatcher import Dispatcher
@@ -23,7 +24,6 @@ from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.images import MAX_IMAGES, ImageStore, safe_name
 from claude_batch_server.jobs.queue import POSITION, JobQueue
 from claude_batch_server.jobs.status import ACTIVE, ENDED, JobStatus
-from claude_batch_server.logs import Audit
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
 from claude_batch_server.repositories.validation import check_text
 from claude_batch_server.results.service import ResultService

@@ -1,4 +1,6 @@
-"""Persistence: the engine and sessions (`db`), the tables, and Alembic migrations.
+"""Persistence: the engine and sessions (`db`), the tables, and Alembic migrations
+(`migrate`, `migrations/`).
 
-Nothing outside this package writes SQL.
+The schema changes only here. The services query the tables with SQLAlchemy expressions,
+never with SQL text built from strings.
 """

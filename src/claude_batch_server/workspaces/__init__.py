@@ -2,10 +2,11 @@
 milliseconds whatever its size, never touching the repository or another job's files.
 
 `engine.WorkspaceEngine` holds the policy; one module per strategy holds the mechanism
-(`base.Strategy`): `btrfs` (snapshots), `overlay` (overlayfs over an idmapped lower
-layer), `reflink` (FICLONE per file), `copy` (a real copy, the last resort). `probe` finds
-what works on DATA_DIR's own filesystem and what `auto` picks. Hard links are never used:
-a tool that writes a file in place through one would change the original.
+(`base.Strategy`, handed a `base.Workspace`): `btrfs` (snapshots), `overlay` (overlayfs
+over an idmapped lower layer), `reflink` (FICLONE per file), `copy` (a real copy, the last
+resort). `registry` names them in the order `auto` tries them; `probe` finds which work on
+DATA_DIR's own filesystem. Hard links are never used: a tool that writes a file in place
+through one would change the original.
 
 Layout under DATA_DIR:
 

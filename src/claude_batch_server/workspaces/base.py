@@ -15,7 +15,7 @@ class WorkspaceError(ServiceError):
 
 
 @dataclass(frozen=True)
-class Job:
+class Workspace:
     """One workspace as a strategy sees it; every path is on the filesystem of DATA_DIR."""
 
     source: Path  # the stored tree at the workspace's commit, root's and read-only
@@ -36,12 +36,12 @@ class Strategy(Protocol):
         """Whether this strategy really works in the empty directory `scratch`."""
         ...
 
-    def create(self, job: Job) -> None:
-        """Make `job.target`: a private, writable copy of `source`, every entry owned by the
-        job's user, the top with mode 0700. May make `job.base` first if it is missing."""
+    def create(self, workspace: Workspace) -> None:
+        """Make `workspace.target`: a private, writable copy of `source`, every entry owned by the
+        job's user, the top with mode 0700. May make `workspace.base` first if it is missing."""
         ...
 
-    def restore(self, job: Job) -> None:
+    def restore(self, workspace: Workspace) -> None:
         """Make an existing workspace usable again after a restart (e.g. remount it). The
         engine's removal needs no help: it detaches mounts and deletes subvolumes itself."""
         ...

@@ -2,7 +2,7 @@
 made in constant time whatever the size of the tree.
 
 Ownership would cost a chown per file in every snapshot, so it is paid once: the first job
-of a user at a commit snapshots the repository into a *base* (`Job.base`, one per repo,
+of a user at a commit snapshots the repository into a *base* (`Workspace.base`, one per repo,
 commit and uid), and gives the base to the user; each job then snapshots that base. The
 chown changed every file's ctime, so the first job also refreshes git's index in its
 workspace and copies it back into the base (see `gitindex`). A snapshot is
@@ -11,7 +11,7 @@ workspaces alone; the engine drops a base once no workspace of it is left.
 
 The chown unshares every metadata block of the base: its first job costs seconds and
 about 5% of the repository in disk per user and commit, which is why `auto` prefers the
-overlay strategy even on btrfs (see `probe`).
+overlay strategy even on btrfs (see `registry`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import secrets
 from pathlib import Path
 
 from claude_batch_server.workspaces import gitindex, linux, trees
-from claude_batch_server.workspaces.base import Job
+from claude_batch_server.workspaces.base import Workspace
 
 
 class BtrfsStrategy:
@@ -35,13 +35,13 @@ class BtrfsStrategy:
             return False
         return True
 
-    def create(self, job: Job) -> None:
-        if job.base.exists():
-            linux.snapshot(job.base, job.target)
+    def create(self, workspace: Workspace) -> None:
+        if workspace.base.exists():
+            linux.snapshot(workspace.base, workspace.target)
         else:
-            _create_with_base(job)
+            _create_with_base(workspace)
 
-    def restore(self, job: Job) -> None:
+    def restore(self, workspace: Workspace) -> None:
         """Nothing to do: a subvolume outlives the server."""
 
 
@@ -51,22 +51,22 @@ def store(tree: Path, target: Path) -> None:
     trees.clone_tree(tree, target, 0, 0, linux.ficlone)
 
 
-def _create_with_base(job: Job) -> None:
+def _create_with_base(workspace: Workspace) -> None:
     """The first workspace of a user at a commit: make their base, snapshot it, refresh
     git's index in the workspace (the user can reach it there), copy that index into the
     base, and only then publish the base, so no job ever snapshots a base half-made."""
-    build = job.base.with_name(f"{job.base.name}.build-{secrets.token_hex(4)}")
+    build = workspace.base.with_name(f"{workspace.base.name}.build-{secrets.token_hex(4)}")
     build.parent.mkdir(mode=0o700, exist_ok=True)
     try:
-        linux.snapshot(job.source, build)
-        trees.chown_tree(build, job.uid, job.gid)
+        linux.snapshot(workspace.source, build)
+        trees.chown_tree(build, workspace.uid, workspace.gid)
         build.chmod(0o700)
-        linux.snapshot(build, job.target)
-        gitindex.refresh(job.target, job.uid, job.gid)
-        gitindex.save(job.target, build / ".git", "index", job.uid, job.gid)
-        build.rename(job.base)
+        linux.snapshot(build, workspace.target)
+        gitindex.refresh(workspace.target, workspace.uid, workspace.gid)
+        gitindex.save(workspace.target, build / ".git", "index", workspace.uid, workspace.gid)
+        build.rename(workspace.base)
     except OSError:
-        if not job.base.exists() or not job.target.exists():
+        if not workspace.base.exists() or not workspace.target.exists():
             raise
         # a job of the same user published a base first: the workspace stands on its own
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from claude_batch_server.workspaces import trees
-from claude_batch_server.workspaces.base import Job
+from claude_batch_server.workspaces.base import Workspace
 
 
 class CopyStrategy:
@@ -17,16 +17,16 @@ class CopyStrategy:
     def works(self, scratch: Path) -> bool:
         return True
 
-    def create(self, job: Job) -> None:
+    def create(self, workspace: Workspace) -> None:
         # Built in the job's private state, then renamed into place: the workspace path
         # never shows a half-made tree, and the user cannot reach it before it is done.
-        build = job.state / "build"
+        build = workspace.state / "build"
         build.mkdir(mode=0o700)
-        trees.clone_tree(job.source, build, job.uid, job.gid, self.copy_file)
+        trees.clone_tree(workspace.source, build, workspace.uid, workspace.gid, self.copy_file)
         build.chmod(0o700)
-        build.rename(job.target)
+        build.rename(workspace.target)
 
-    def restore(self, job: Job) -> None:
+    def restore(self, workspace: Workspace) -> None:
         """Nothing to do: a plain directory outlives the server."""
 
     def copy_file(self, source_fd: int, target_fd: int) -> None:

@@ -15,8 +15,8 @@ from typing import Final
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
 from claude_batch_server.settings import CowStrategy
-from claude_batch_server.workspaces import btrfs, linux, probe, trees
-from claude_batch_server.workspaces.base import Job, WorkspaceError
+from claude_batch_server.workspaces import btrfs, linux, probe, registry, trees
+from claude_batch_server.workspaces.base import Workspace, WorkspaceError
 from claude_batch_server.workspaces.layout import (
     Layout,
     Record,
@@ -46,7 +46,7 @@ class WorkspaceEngine:
         with self._scratch() as scratch:
             self._available = probe.available(scratch)
         where = f"{data_dir} ({self._filesystem})"
-        self._strategy = probe.choose(strategy, self._available, where)
+        self._strategy = registry.choose(strategy, self._available, where)
         self.strategy_name: str = self._strategy.name
 
     def report(self) -> dict[str, object]:
@@ -106,16 +106,16 @@ class WorkspaceEngine:
         with self._lock(repo_name, exclusive=False):
             if not self._layout.repository(repo_name).exists():  # removed: no new workspaces
                 raise WorkspaceError(f"repository {repo_name!r} is missing")
-            job = self._job(record, self._source(repo_name, commit))
-            job.state.mkdir(mode=0o700)
+            workspace = self._workspace(record, self._source(repo_name, commit))
+            workspace.state.mkdir(mode=0o700)
             self._layout.write_record(record)  # first: a crash from here on leaves a trace
             try:
-                self._strategy.create(job)
+                self._strategy.create(workspace)
             except BaseException:
-                trees.remove_tree(job.target)
-                trees.remove_tree(job.state)
+                trees.remove_tree(workspace.target)
+                trees.remove_tree(workspace.state)
                 raise
-        return job.target
+        return workspace.target
 
     def workspace_path(self, job_id: str) -> Path:
         return self._layout.workspace(job_id)
@@ -140,12 +140,12 @@ class WorkspaceEngine:
         record = self._layout.read_record(job_id)
         if record is None or not self._layout.workspace(job_id).exists():
             raise WorkspaceError(f"job {job_id} has no workspace")
-        strategy = probe.STRATEGIES[record.strategy]
+        strategy = registry.STRATEGIES[record.strategy]
         with self._lock(record.repository, exclusive=False):
             source = self._layout.repository(record.repository)
             if strategy.keeps_source:
                 source = self._source(record.repository, record.commit)
-            strategy.restore(self._job(record, source))
+            strategy.restore(self._workspace(record, source))
 
     def remove_workspace(self, job_id: str) -> None:
         """Remove the job's workspace if there is one, and what only it still used."""
@@ -180,8 +180,8 @@ class WorkspaceEngine:
             raise WorkspaceError(f"repository {repository!r} is {found}, not at {commit}")
         return stored
 
-    def _job(self, record: Record, source: Path) -> Job:
-        return Job(
+    def _workspace(self, record: Record, source: Path) -> Workspace:
+        return Workspace(
             source=source,
             base=self._layout.base(record.repository, record.commit, record.uid),
             target=self._layout.workspace(record.job_id),
@@ -212,7 +212,7 @@ class WorkspaceEngine:
         return any(
             record.repository == name
             and record.commit == commit
-            and probe.STRATEGIES[record.strategy].keeps_source
+            and registry.STRATEGIES[record.strategy].keeps_source
             for record in self._layout.records()
         )
 
@@ -222,7 +222,7 @@ class WorkspaceEngine:
         for record in self._layout.records():
             if record.repository == name:
                 used.add(self._layout.base(name, record.commit, record.uid))
-                if probe.STRATEGIES[record.strategy].keeps_source:
+                if registry.STRATEGIES[record.strategy].keeps_source:
                     used.add(self._layout.kept_tree(name, record.commit))
         for top in (self._layout.bases / name, self._layout.kept / name):
             for path in _dirs(top):

@@ -18,7 +18,7 @@ every file. Two ways were measured (docs/benchmarks.md, "Workspaces"):
 git's index. The stored index records root as every file's owner, which the user's view
 contradicts, so git would re-read the whole tree on each workspace's first `git status`
 (2.5 s at 20,000 files, 20 s at 100,000). The first workspace of a user at a commit
-refreshes it, as the user, and keeps the result in `Job.base` (about 2 s / 9.5 s, the one
+refreshes it, as the user, and keeps the result in `Workspace.base` (about 2 s / 9.5 s, the one
 cost that grows with the tree); later workspaces get a copy (a reflink where possible)
 placed in their upper layer before the mount.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from claude_batch_server.workspaces import gitindex, idmap, linux
-from claude_batch_server.workspaces.base import Job, WorkspaceError
+from claude_batch_server.workspaces.base import Workspace, WorkspaceError
 
 _PROBE_ID: Final = 2_000_000_000  # an id no account has, to see the mapping at work
 # overlayfs splits its options at ',' and lower layers at ':'; '\\' escapes
@@ -59,45 +59,47 @@ class OverlayStrategy:
         lower.mkdir()
         state.mkdir()
         (lower / "file").write_bytes(b"probe")
-        job = Job(lower, scratch / "base", scratch / "workspace", state, _PROBE_ID, _PROBE_ID)
+        workspace = Workspace(
+            lower, scratch / "base", scratch / "workspace", state, _PROBE_ID, _PROBE_ID
+        )
         try:
-            self.create(job)
-            (job.target / "file").chmod(0o600)  # a copy-up into the upper layer
+            self.create(workspace)
+            (workspace.target / "file").chmod(0o600)  # a copy-up into the upper layer
         except (OSError, WorkspaceError):
             return False
         return (state / "upper" / "file").stat().st_uid == _PROBE_ID
 
-    def create(self, job: Job) -> None:
+    def create(self, workspace: Workspace) -> None:
         for layer in ("upper", "work"):
-            (job.state / layer).mkdir(mode=0o700)
+            (workspace.state / layer).mkdir(mode=0o700)
         # the top of the overlay takes owner and mode from the top of the upper layer
-        os.chown(job.state / "upper", job.uid, job.gid)
+        os.chown(workspace.state / "upper", workspace.uid, workspace.gid)
         # root's while nothing is mounted on it: no one writes into it unseen
-        job.target.mkdir(mode=0o700)
-        saved = job.base / "index"  # the user's refreshed git index at this commit
+        workspace.target.mkdir(mode=0o700)
+        saved = workspace.base / "index"  # the user's refreshed git index at this commit
         ready = saved.is_file()
         if ready:
-            _place_index(job, saved)
-        self._mount(job)
+            _place_index(workspace, saved)
+        self._mount(workspace)
         if not ready:
-            _keep_index(job, saved)
+            _keep_index(workspace, saved)
 
-    def restore(self, job: Job) -> None:
-        if not linux.is_mount_point(job.target):
-            self._mount(job)
+    def restore(self, workspace: Workspace) -> None:
+        if not linux.is_mount_point(workspace.target):
+            self._mount(workspace)
 
-    def _mount(self, job: Job) -> None:
+    def _mount(self, workspace: Workspace) -> None:
         layers = [
-            f"upperdir={_option_path(job.state / 'upper')}",
-            f"workdir={_option_path(job.state / 'work')}",
+            f"upperdir={_option_path(workspace.state / 'upper')}",
+            f"workdir={_option_path(workspace.state / 'work')}",
             "redirect_dir=on",
         ]
         flags = linux.MS_NOSUID | linux.MS_NODEV
-        with idmap.owned_tree(job.source, job.uid, job.gid) as tree:
+        with idmap.owned_tree(workspace.source, workspace.uid, workspace.gid) as tree:
             if OverlayStrategy.detached_layers is not False:
                 try:
                     options = ",".join([f"lowerdir=/proc/self/fd/{tree}", *layers])
-                    linux.mount("overlay", job.target, "overlay", flags, options)
+                    linux.mount("overlay", workspace.target, "overlay", flags, options)
                 except OSError as error:
                     # EINVAL: a kernel that takes no detached mount as a layer
                     if OverlayStrategy.detached_layers or error.errno != errno.EINVAL:
@@ -107,31 +109,31 @@ class OverlayStrategy:
                     OverlayStrategy.detached_layers = True
                     return
             # an older kernel: the layer must be attached somewhere, for the mount's time
-            lower = job.state / "lower"
+            lower = workspace.state / "lower"
             lower.mkdir(mode=0o700, exist_ok=True)
             idmap.attach(tree, lower)
             try:
                 options = ",".join([f"lowerdir={_option_path(lower)}", *layers])
-                linux.mount("overlay", job.target, "overlay", flags, options)
+                linux.mount("overlay", workspace.target, "overlay", flags, options)
             finally:
                 linux.unmount(lower)
 
 
-def _place_index(job: Job, saved: Path) -> None:
+def _place_index(workspace: Workspace, saved: Path) -> None:
     """Put the user's refreshed git index straight into the upper layer, before the mount:
     the user cannot reach it yet, and nothing needs copying up."""
-    git_dir = job.state / "upper" / ".git"
-    git_dir.mkdir(mode=stat.S_IMODE((job.source / ".git").stat().st_mode))
-    os.chown(git_dir, job.uid, job.gid)
-    gitindex.place(saved, git_dir, "index", job.uid, job.gid)
+    git_dir = workspace.state / "upper" / ".git"
+    git_dir.mkdir(mode=stat.S_IMODE((workspace.source / ".git").stat().st_mode))
+    os.chown(git_dir, workspace.uid, workspace.gid)
+    gitindex.place(saved, git_dir, "index", workspace.uid, workspace.gid)
 
 
-def _keep_index(job: Job, saved: Path) -> None:
+def _keep_index(workspace: Workspace, saved: Path) -> None:
     """The first workspace of a user at a commit: refresh git's index in it, as the user,
     and keep the result in the base for their next workspaces."""
-    gitindex.refresh(job.target, job.uid, job.gid)
-    job.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    gitindex.save(job.target, job.base, saved.name, 0, 0)
+    gitindex.refresh(workspace.target, workspace.uid, workspace.gid)
+    workspace.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gitindex.save(workspace.target, workspace.base, saved.name, 0, 0)
 
 
 def _option_path(path: Path) -> str:

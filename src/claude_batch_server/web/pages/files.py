@@ -11,9 +11,8 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from claude_batch_server.api.deps import ServicesDep
-from claude_batch_server.errors import UnsupportedMedia
+from claude_batch_server.errors import TooLarge, UnsupportedMedia
 from claude_batch_server.files.safe import parts_of
-from claude_batch_server.files.service import TooLarge
 from claude_batch_server.web import diff
 from claude_batch_server.web.deps import PageJob, page_router
 from claude_batch_server.web.pages.jobs import job_context
