@@ -1,4 +1,5 @@
-"""OS account facts: passwd, group and shadow entries; the one seam to the user database."""
+"""OS account facts: passwd, group and shadow entries, and a cache of them
+(`AccountCache`); the one seam to the user database."""
 
 from __future__ import annotations
 

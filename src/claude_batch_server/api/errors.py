@@ -1,5 +1,7 @@
-"""The error hierarchy of `claude_batch_server.errors` mapped to HTTP, in one place: every
-error answers JSON `{"detail": ...}` with the status its class names."""
+"""The error hierarchy of `claude_batch_server.errors` mapped to HTTP, in one place, for
+`create_app` to install: every error answers JSON `{"detail": ...}` with the status its
+class names; a request that fails validation answers 400, and anything unexpected a bare
+500 (logged, never shown)."""
 
 from __future__ import annotations
 
