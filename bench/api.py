@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,14 +46,14 @@ import jwt
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import create_engine, insert, select
-
-from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS, Base
 from tests.support.api import Api, home_of, make_git_repo
 from tests.support.mounts import unmount_beneath
 from tests.support.postgres import running_cluster
 from tests.support.server import REPO_ROOT, LiveServer, free_port, wait_for
 from tests.support.users import UserFactory
+
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JOBS, Base
 
 KEY = "bench-" + "k" * 60
 JOBS_OF_USER = 10_000
@@ -258,7 +258,7 @@ def _row(backend: str, route: str, pairs: list[tuple[Load, Load]]) -> str:
     p99 = statistics.median(o.p99_ms for _, o in pairs)
     return (
         f"| {backend} | `GET {route}` | {bare:,.0f} | {ours:,.0f} | {p99:.1f} | "
-        f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |"
+        f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
     )
 
 

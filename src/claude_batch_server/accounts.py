@@ -174,6 +174,16 @@ class AccountCache(Generic[T]):
                 self._entries[name] = value
         return value
 
+    def cached(self, name: str) -> T | None:
+        """What `self(name)` would answer, if it is remembered; else None. Reads nothing but
+        the files' status, so the event loop may call it. (A remembered None reads as not
+        remembered: the caller asks `self(name)`, which answers it from memory.)"""
+        signature, now = self._signature_now(), time.monotonic()
+        with self._lock:
+            if signature != self._signature or now - self._since >= self._seconds:
+                return None
+            return self._entries.get(name)
+
     def _signature_now(self) -> tuple[tuple[int, int, int] | None, ...]:
         return tuple(_file_signature(path) for path in self._files)
 

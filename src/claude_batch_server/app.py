@@ -23,6 +23,7 @@ from claude_batch_server.api.routes import (
     system,
 )
 from claude_batch_server.api.schemas.base import ERROR_RESPONSES
+from claude_batch_server.jobs.dispatcher import TICK
 from claude_batch_server.jobs.outcome import RunEnd
 from claude_batch_server.services import build_services
 from claude_batch_server.settings import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         await anyio.to_thread.run_sync(migrate.upgrade, database)
         services = build_services(settings, database)
         app.state.services = services
+        await anyio.to_thread.run_sync(services.auth.refresh)  # the revocations, before any request
         await anyio.to_thread.run_sync(maintenance.recover, services)
         agent = await anyio.to_thread.run_sync(services.health.check_agent)
         if agent != "ok":  # the server serves, but every job would fail: say why, once
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
                 background.start_soon(maintenance.restart_clones, services)
                 background.start_soon(maintenance.retention_loop, services)
                 background.start_soon(services.results.run, _webhook_job)
+                background.start_soon(services.auth.keep_current, TICK)
                 try:
                     yield
                 finally:

@@ -23,7 +23,7 @@ from claude_batch_server.files.service import FileService
 from claude_batch_server.health import HealthService
 from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
-from claude_batch_server.jobs.dispatcher import Dispatcher
+from claude_batch_server.jobs.dispatcher import TICK, Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.execution import JobRunner
 from claude_batch_server.jobs.executors import executor_for
@@ -92,7 +92,9 @@ def build_services(settings: Settings, database: Database) -> Services:
         allowed_groups=frozenset(settings.ALLOWED_GROUPS),
         require_shadow=settings.AUTH_BACKEND is AuthBackend.SHADOW,
     )
-    tokens = TokenService(settings.jwt_key, timedelta(hours=settings.JWT_EXPIRY_HOURS), database)
+    lifetime = timedelta(hours=settings.JWT_EXPIRY_HOURS)
+    # refreshed every dispatch tick (app.py): a copy two ticks old is no longer trusted
+    tokens = TokenService(settings.jwt_key, lifetime, database, stale_after=2 * TICK)
     auth = AuthService(
         authenticator_for(settings),
         policy,

@@ -17,8 +17,8 @@ from claude_batch_server.store.tables import Job, Repository
 _bearer = HTTPBearer(auto_error=False)
 
 
-# Dependencies that do no blocking work are coroutines: FastAPI runs a plain function in
-# a worker thread, and that hand-off costs more than the work.
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, and that
+# hand-off costs more than the work. Those that read the database hand that read alone over.
 
 
 async def get_services(request: Request) -> Services:
@@ -36,7 +36,7 @@ async def current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("missing bearer token")
-    user = await anyio.to_thread.run_sync(services.auth.authenticate, credentials.credentials)
+    user = await services.auth.authenticate(credentials.credentials)
     bind_user(user.name)
     return user
 
@@ -59,16 +59,16 @@ Owner = Annotated[
 ]
 
 
-def owned_repository(
+async def owned_repository(
     name: str, user: CurrentUser, services: ServicesDep, owner: Owner = None
 ) -> Repository:
     """The caller's repository `name`, or for an admin `owner`'s: the one ownership check."""
-    return services.repositories.visible(user, name, owner)
+    return await anyio.to_thread.run_sync(services.repositories.visible, user, name, owner)
 
 
-def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:
+async def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:
     """The job `job_id`, if the caller may see it: the one ownership check for jobs."""
-    return services.jobs.visible(user, job_id)
+    return await anyio.to_thread.run_sync(services.jobs.visible, user, job_id)
 
 
 AdminUser = Annotated[User, Depends(admin_user)]

@@ -21,8 +21,10 @@ from claude_batch_server.auth.policy import LoginPolicy, is_stored_hash
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import Claims, IssuedToken, TokenService
 from claude_batch_server.errors import TooManyRequests, Unauthenticated
+from claude_batch_server.logs import log
 
 FAILURE_FLOOR = 0.4
+Facts = tuple[Account | None, ShadowEntry | None]
 BAD_LOGIN = "invalid username or password"
 
 
@@ -98,15 +100,44 @@ class AuthService:
         await anyio.to_thread.run_sync(self._tokens.revoke, user.claims)
         await self._audit(user.name, address, "logout", "success")
 
-    def authenticate(self, token: str) -> User:
-        """Blocking: the user a bearer token stands for, as long as they may still log in."""
-        claims = self._tokens.verify(token)
-        account, shadow = self._cached_facts(claims.sub)
+    async def authenticate(self, token: str) -> User:
+        """The user a bearer token stands for, as long as they may still log in. On the
+        event loop from memory when it can (the token's signature, the revocations, the
+        account's recent facts); else one trip to a worker thread for what it must read."""
+        claims = self._tokens.decode(token)
+        revoked = self._tokens.revoked(claims)
+        remembered = self._cached_facts.cached(claims.sub)
+        if revoked is None or remembered is None:
+            revoked, facts = await anyio.to_thread.run_sync(self._read, claims, revoked)
+        else:
+            facts = remembered
+        if revoked:
+            raise Unauthenticated("token has been revoked")
+        account, shadow = facts
         if self._policy.refusal(account, shadow) or not account:
             raise Unauthenticated("account no longer allowed")
         return User(account, self.is_admin(account), claims)
 
-    def _facts(self, username: str) -> tuple[Account | None, ShadowEntry | None]:
+    def _read(self, claims: Claims, revoked: bool | None) -> tuple[bool, Facts]:
+        """Blocking: what `authenticate` could not tell from memory."""
+        if revoked is None:
+            revoked = self._tokens.revoked_in_database(claims)
+        return revoked, self._cached_facts(claims.sub)
+
+    def refresh(self) -> None:
+        """Blocking: reads the logouts of other processes (see auth/tokens.py)."""
+        self._tokens.refresh()
+
+    async def keep_current(self, every: float) -> None:
+        """Refreshes every `every` seconds, for as long as the app runs."""
+        while True:
+            await anyio.sleep(every)
+            try:
+                await anyio.to_thread.run_sync(self.refresh)
+            except Exception:  # the database may be away for a moment: the next one retries
+                log.exception("reading revoked tokens failed")
+
+    def _facts(self, username: str) -> Facts:
         return self.authenticator.account(username), self.authenticator.shadow(username)
 
     def is_admin(self, account: Account) -> bool:

@@ -68,6 +68,8 @@ class RevokedToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # what other processes have not seen yet: those revoked since they last looked
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 REVOKED_TOKENS: Table = Base.metadata.tables[RevokedToken.__tablename__]  # for Core statements
@@ -131,7 +133,7 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_user_created", "user", "created_at"),
+        Index("ix_jobs_user_created_id", "user", "created_at", "id"),  # a page of one user's
         Index("ix_jobs_status_queued", "status", "queued_at"),
     )
 

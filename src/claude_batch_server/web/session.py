@@ -14,7 +14,6 @@ import secrets
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import anyio
 from fastapi import Depends, Form, Request
 from starlette.responses import Response
 
@@ -107,7 +106,7 @@ async def page_user(request: Request, services: ServicesDep) -> User:
     if not token or len(token) > MAX_TOKEN:
         raise NotLoggedIn("not logged in")
     try:
-        user = await anyio.to_thread.run_sync(services.auth.authenticate, token)
+        user = await services.auth.authenticate(token)
     except Unauthenticated as error:
         raise NotLoggedIn(error.detail) from error
     bind_user(user.name)

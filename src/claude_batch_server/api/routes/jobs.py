@@ -77,7 +77,7 @@ def create_job(
 
 
 @router.get("", response_model=JobPageResponse)
-def list_jobs(
+async def list_jobs(
     user: CurrentUser,
     services: ServicesDep,
     status: JobStatus | None = None,
@@ -85,16 +85,22 @@ def list_jobs(
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> JobPageResponse:
-    page = services.jobs.page(user, status, limit, cursor, owner)
-    return JobPageResponse(
-        jobs=[job_response(job, services.jobs.position(job)) for job in page.jobs],
-        next_cursor=page.next_cursor,
-    )
+
+    def read() -> tuple[list[JobResponse], str | None]:  # one hand-off to a worker thread
+        page = services.jobs.page(user, status, limit, cursor, owner)
+        return [
+            job_response(job, services.jobs.position(job)) for job in page.jobs
+        ], page.next_cursor
+
+    jobs, next_cursor = await anyio.to_thread.run_sync(read)
+    return JobPageResponse(jobs=jobs, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
-def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
-    return job_response(job, services.jobs.position(job))
+async def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
+    if job.status != JobStatus.QUEUED:  # only a queued job has a position to read
+        return job_response(job, None)
+    return job_response(job, await anyio.to_thread.run_sync(services.jobs.position, job))
 
 
 @router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
