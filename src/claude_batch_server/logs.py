@@ -6,6 +6,7 @@ by headers, query strings or bodies.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sys
@@ -56,7 +57,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_id(scope) or _new_id()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -80,6 +81,15 @@ class RequestLogMiddleware:
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+
+# this process's random prefix, then a count: unique, and no call for randomness per request
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
+def _new_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def _incoming_id(scope: Scope) -> str | None:

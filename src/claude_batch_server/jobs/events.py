@@ -53,6 +53,11 @@ class EventStore:
             connection.execute(_INSERT, rows)
         return seq + len(events)
 
+    def last(self, job_id: str) -> int:
+        """The sequence number of the job's last event, 0 for none."""
+        with self._database.read_connection() as connection:
+            return int(connection.scalar(_LAST_SEQ, {"job_id": job_id}) or 0)
+
     def size(self, job_id: str) -> int:
         """Characters of the job's transcript kept, for JOB_OUTPUT_MAX_MB."""
         with self._database.read_connection() as connection:
@@ -80,12 +85,15 @@ class EventStore:
 
 
 class Broker:
-    """In-process wake-ups: one asyncio.Event per follower, set when its job has news."""
+    """In-process wake-ups: one asyncio.Event per subscriber (a job's feed, jobs/feeds.py),
+    set when its job has news. `publish` may be called from any thread."""
 
     def __init__(self) -> None:
         self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def subscribe(self, job_id: str) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
         event = asyncio.Event()
         self._followers[job_id].add(event)
         return event
@@ -98,5 +106,17 @@ class Broker:
                 del self._followers[job_id]
 
     def publish(self, job_id: str) -> None:
+        if self._loop is None:
+            return  # nobody ever subscribed
+        try:
+            here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # a worker thread (a run finished by recovery)
+            here = False
+        if here:
+            self._wake(job_id)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, job_id)
+
+    def _wake(self, job_id: str) -> None:
         for event in self._followers.get(job_id, ()):
             event.set()
