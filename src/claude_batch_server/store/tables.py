@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 
 def utcnow() -> datetime:
@@ -58,7 +59,7 @@ def detached(model: type[Model], row: Row[Any] | Mapping[str, Any]) -> Model:
     it (detached, nothing pending): the hot paths skip the ORM yet hand out models."""
     # the values go straight into the instance: through the constructor, each attribute
     # set fires the ORM's events, which costs more than the query
-    instance: Model = model._sa_class_manager.new_instance()
+    instance: Model = manager_of_class(model).new_instance()
     instance.__dict__.update(row._mapping if isinstance(row, Row) else row)
     make_transient_to_detached(instance)
     return instance
