@@ -71,8 +71,9 @@ class EventStore:
             .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
             .order_by(JobEvent.seq)
             .limit(limit)
-            .execution_options(yield_per=PAGE_FETCH)
         )
+        if self._database.is_sqlite:  # PostgreSQL's reads run in autocommit: no server cursor
+            query = query.execution_options(yield_per=PAGE_FETCH)
         page: list[JobEvent] = []
         size = 0
         with self._database.read() as session:

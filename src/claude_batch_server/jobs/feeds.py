@@ -97,9 +97,10 @@ class Feeds:
     async def _catch_up(
         self, job_id: str, feed: _Feed, me: _Follower, after: int
     ) -> AsyncIterator[JobEvent]:
-        """From the database, the events up to what the feed has handed out, for a
-        follower that starts behind it or fell behind."""
-        while me.behind or after < feed.position:
+        """From the database, the events the follower misses before its queue (or, with
+        none queued, up to what the feed has handed out): for a follower that starts
+        behind the feed, or fell behind it."""
+        while me.behind or after < (me.queue[0].seq - 1 if me.queue else feed.position):
             me.behind = False  # what is handed out from now on is queued again
             page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
             if not page:  # deleted meanwhile, events and all

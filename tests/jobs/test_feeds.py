@@ -1,0 +1,148 @@
+"""Following a job live: many followers share one reader, every one of them receives every
+event in order, and a follower that stops reading holds up no one and keeps no more than
+its bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import event, update
+
+from claude_batch_server.jobs import feeds
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.feeds import FOLLOWER_BACKLOG, Feeds
+from claude_batch_server.jobs.transcript import Event
+from claude_batch_server.store import migrate
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JOBS, Job, JobEvent
+
+FOLLOWERS = 100  # bench/api.py follows with 500; this is what a test run can afford
+EVENTS = 3 * FOLLOWER_BACKLOG
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate.upgrade(database)
+    with database.session() as session:
+        session.add(
+            Job(
+                id="j1",
+                user="u",
+                repository="r",
+                repository_id="r",
+                prompt="p",
+                run_prompt="p",
+                status="running",
+            )
+        )
+    yield database
+    database.close()
+
+
+class Run:
+    """What a run does to its transcript: appends events, tells the broker, and ends."""
+
+    def __init__(self, database: Database, broker: Broker) -> None:
+        self.database, self.broker = database, broker
+
+    def append(self, first: int, count: int) -> None:
+        with self.database.connection() as connection:
+            events = [Event("assistant", f'{{"n": {n}}}') for n in range(first, first + count)]
+            EventStore.append_in(connection, "j1", events, first - 1)
+        self.broker.publish("j1")
+
+    def end(self) -> None:
+        with self.database.connection() as connection:
+            connection.execute(update(JOBS).values(status="completed"))
+        self.broker.publish("j1")
+
+
+def status_of(database: Database) -> bool:
+    with database.read_connection() as connection:
+        return connection.scalar(JOBS.select().with_only_columns(JOBS.c.status)) != "running"
+
+
+async def collect(stream: AsyncIterator[JobEvent]) -> list[int]:
+    return [event.seq async for event in stream]
+
+
+def test_every_follower_receives_every_event_in_order_from_one_reader(
+    database: Database,
+) -> None:
+    broker = Broker()
+    run = Run(database, broker)
+    run.append(1, 10)  # before anyone follows
+    reads: list[str] = []
+    event.listen(
+        database.engine,
+        "before_cursor_execute",
+        lambda *args: reads.append(args[2]) if "FROM job_events" in args[2] else None,
+    )
+
+    async def follow() -> list[list[int]]:
+        hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
+        # some from the start, some from the middle of what was already written
+        tasks = [
+            asyncio.create_task(collect(hub.follow("j1", 0 if n % 2 else 5)))
+            for n in range(FOLLOWERS)
+        ]
+        await asyncio.sleep(0.1)
+        for first in range(11, 11 + EVENTS, 20):  # batches, as the recorder writes them
+            await asyncio.to_thread(run.append, first, 20)
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(run.end)
+        return await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+
+    seen = asyncio.run(follow())
+    last = 10 + len(range(11, 11 + EVENTS, 20)) * 20
+    for n, seqs in enumerate(seen):
+        assert seqs == list(range(1 if n % 2 else 6, last + 1)), n
+    # one reader for all: far fewer reads of the transcript than followers times batches
+    assert len(reads) < FOLLOWERS + 4 * EVENTS // 20
+
+
+def test_a_slow_follower_stalls_no_one_and_keeps_a_bounded_queue(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = Broker()
+    run = Run(database, broker)
+    longest: list[int] = []
+    hand_out = feeds._Feed.hand_out
+
+    def measured(self: feeds._Feed, events: list[JobEvent]) -> None:
+        hand_out(self, events)
+        longest.append(max(len(follower.queue) for follower in self.followers))
+
+    monkeypatch.setattr(feeds._Feed, "hand_out", measured)
+
+    async def follow() -> tuple[list[int], list[int]]:
+        hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
+        slow = hub.follow("j1", 0)
+        first = await anext_after(slow, lambda: run.append(1, 1))  # it reads one, then stops
+        fast = asyncio.create_task(collect(hub.follow("j1", 1)))
+        await asyncio.sleep(0.1)
+        for n in range(2, 2 + EVENTS, 10):
+            await asyncio.to_thread(run.append, n, 10)
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(run.end)
+        fast_seen = await asyncio.wait_for(fast, DEADLINE)  # while the slow one still waits
+        slow_seen = [first.seq, *await asyncio.wait_for(collect(slow), DEADLINE)]
+        return fast_seen, slow_seen
+
+    fast_seen, slow_seen = asyncio.run(follow())
+    last = 1 + len(range(2, 2 + EVENTS, 10)) * 10
+    assert fast_seen == list(range(2, last + 1))
+    assert slow_seen == list(range(1, last + 1))  # it read on from the database
+    assert max(longest) <= FOLLOWER_BACKLOG
+
+
+async def anext_after(stream: AsyncIterator[JobEvent], action: object) -> JobEvent:
+    """The first event of `stream`, once `action` (which writes it) has run."""
+    waiting = asyncio.create_task(anext(stream))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(action)  # type: ignore[arg-type]
+    return await asyncio.wait_for(waiting, DEADLINE)
