@@ -95,12 +95,13 @@ def _use_wal(cursor: Any) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    """pysqlite's own transaction handling is off (isolation_level=None), so we begin:
+    """pysqlite's own transaction handling is off (isolation_level=None), so we begin
     writers with `BEGIN IMMEDIATE`, which takes the write lock and so serialises them (the
-    queue's claim relies on it); readers with a deferred `BEGIN`, a snapshot that in WAL
-    mode neither waits for a writer nor holds one up."""
-    reads_only = connection.get_execution_options().get(READS_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+    queue's claim relies on it). Readers begin nothing: each statement is a snapshot of its
+    own, as PostgreSQL's reads in autocommit, and in WAL mode it neither waits for a writer
+    nor holds one up. Straight to the driver: SQLAlchemy's execution costs more than this."""
+    if not connection.get_execution_options().get(READS_ONLY, False):
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def after_commit(unit: Session | Connection, hook: Callable[[], None]) -> None:

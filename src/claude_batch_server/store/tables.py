@@ -22,7 +22,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect, Row
-from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    configure_mappers,
+    make_transient_to_detached,
+    mapped_column,
+)
 from sqlalchemy.orm.instrumentation import manager_of_class
 
 
@@ -59,7 +65,10 @@ def detached(model: type[Model], row: Row[Any] | Mapping[str, Any]) -> Model:
     it (detached, nothing pending): the hot paths skip the ORM yet hand out models."""
     # the values go straight into the instance: through the constructor, each attribute
     # set fires the ORM's events, which costs more than the query
-    instance: Model = manager_of_class(model).new_instance()
+    manager = manager_of_class(model)
+    if not manager.mapper.configured:  # the constructor's first call would do it
+        configure_mappers()
+    instance: Model = manager.new_instance()
     instance.__dict__.update(row._mapping if isinstance(row, Row) else row)
     make_transient_to_detached(instance)
     return instance
