@@ -90,7 +90,9 @@ class Revocations:
         full = self._since is None or due
         query, params = (_LIVE, {"now": now}) if full else (_SINCE, {"since": self._since})
         with database.read_connection() as connection:
-            rows = dict(connection.execute(query.limit(MAX_CACHED + 1), params).tuples().all())
+            rows: dict[str, datetime] = dict(
+                connection.execute(query.limit(MAX_CACHED + 1), params).all()
+            )
         with self._lock:
             if full:
                 self._replace(rows, started)
