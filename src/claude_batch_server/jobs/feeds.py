@@ -93,6 +93,8 @@ class Feeds:
             feed.followers.discard(me)
             if not feed.followers and feed.reader is not None:
                 feed.reader.cancel()
+                if self._feeds.get(job_id) is feed:  # one who comes now gets a feed of its own
+                    del self._feeds[job_id]
 
     async def _catch_up(
         self, job_id: str, feed: _Feed, me: _Follower, after: int
