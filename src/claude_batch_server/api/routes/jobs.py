@@ -1,4 +1,5 @@
 import json
+import weakref
 from typing import Annotated, Any
 
 import anyio
@@ -57,6 +58,18 @@ def event_response(event: JobEvent) -> EventResponse:
     return EventResponse(
         seq=event.seq, time=event.time, type=event.type, event=json.loads(event.data)
     )
+
+
+# A followed job's events are shared by all its followers in this process (jobs/feeds.py):
+# each is rendered once for them all, and forgotten with the event.
+_RENDERED: weakref.WeakKeyDictionary[JobEvent, str] = weakref.WeakKeyDictionary()
+
+
+def event_json(event: JobEvent) -> str:
+    body = _RENDERED.get(event)
+    if body is None:
+        body = _RENDERED[event] = event_response(event).model_dump_json(by_alias=True)
+    return body
 
 
 @router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
@@ -186,8 +199,7 @@ async def job_events(
 
     async def stream() -> Any:
         async for event in services.jobs.follow(job.id, start):
-            body = event_response(event).model_dump_json(by_alias=True)
-            yield ServerSentEvent(data=body, id=str(event.seq))
+            yield ServerSentEvent(data=event_json(event), id=str(event.seq))
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
 
     return EventSourceResponse(stream(), ping=15)
