@@ -3,6 +3,7 @@ fan-out of one running job to many followers.
 
     .venv/bin/python -m bench.api [--seconds 10] [--rounds 3] [--backends sqlite,postgres]
                                   [--followers 500] [--events 200] [--skip-reads] [--skip-sse]
+                                  [--server-src DIR/src]
 
 As root (it makes a throwaway OS user and, for PostgreSQL, a throwaway cluster). Needs `wrk`.
 
@@ -128,13 +129,24 @@ def _answers(url: str) -> bool:
 # --- data: a user with 10,000 jobs ---
 
 
-def start_server(root: Path, database_url: str | None, agent: Path) -> LiveServer:
+def start_server(
+    root: Path, database_url: str | None, agent: Path, source: Path | None
+) -> LiveServer:
+    """The server of this checkout, or of the package tree `source` (another version's
+    src/, e.g. `git archive main src | tar -x -C DIR`), for a before and after."""
     data = root / "data"
     data.mkdir()
     env = {"CLAUDE_COMMAND": str(agent), "JWT_KEY": KEY, "LOG_FORMAT": "json"}
     if database_url:
         env["DATABASE_URL"] = database_url
-    return LiveServer(data, env).start()
+    command = None
+    if source is not None:
+        run = (
+            f"import sys; sys.path.insert(0, {str(source)!r}); sys.argv = ['serve', 'serve']; "
+            "from claude_batch_server.cli import main; main()"
+        )
+        command = [sys.executable, "-c", run]
+    return LiveServer(data, env, command=command).start()
 
 
 def add_jobs(url: str, template: dict[str, Any], count: int) -> None:
@@ -394,7 +406,7 @@ def measure(backend: str, database_url: str | None, args: argparse.Namespace) ->
         root = Path(tmp)
         root.chmod(0o755)
         agent = ticking_agent(root, args.events, args.interval)
-        server = start_server(root, database_url, agent)
+        server = start_server(root, database_url, agent, args.server_src)
         url = database_url or f"sqlite:///{root / 'data' / 'server.db'}"
         try:
             api = Api(server, users.create())
@@ -423,6 +435,7 @@ def main() -> None:
     parser.add_argument("--skip-reads", action="store_true")
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/var/lib"), help="where DATA_DIR goes")
+    parser.add_argument("--server-src", type=Path, help="run the server from this src/ tree")
     args = parser.parse_args()
     lines = []
     for backend in args.backends.split(","):
