@@ -25,13 +25,18 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.execution import JobRunner
 from claude_batch_server.jobs.executors import executor_for
 from claude_batch_server.jobs.executors.base import Executor
 from claude_batch_server.jobs.images import ImageStore
+from claude_batch_server.jobs.journal import RunJournal
+from claude_batch_server.jobs.preparation import RunPreparer
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
+from claude_batch_server.jobs.reading import JobReader, active_jobs_in
+from claude_batch_server.jobs.retention import Retention
+from claude_batch_server.jobs.running import JobRunner
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
+from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
@@ -51,7 +56,9 @@ class Services:
     health: HealthService
     workspaces: WorkspaceEngine
     repositories: RepositoryService
-    jobs: JobService
+    jobs: JobService  # the lifecycle
+    job_reader: JobReader  # reading and following
+    retention: Retention
     dispatcher: Dispatcher
     files: FileService
     metrics: Metrics
@@ -59,9 +66,6 @@ class Services:
     containment: Containment
     sandbox: Sandbox
     results: ResultService
-
-    def active_jobs_of(self, repo_id: str) -> int:
-        return self.jobs.active_jobs_of(repo_id)
 
     def audit(
         self, user: User, address: str, action: str, target: str
@@ -112,7 +116,9 @@ def build_services(settings: Settings, database: Database) -> Services:
         workspaces.workspaces_root,
         containment.flavour.value,
     )
-    repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
+    repositories = RepositoryService(
+        database, workspaces, settings.DATA_DIR, accounts.lookup, active_jobs_in
+    )
     sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
     executor = executor_for(settings, containment, sandbox)
     results = ResultService(
@@ -123,7 +129,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings.webhook_secret,
         settings.WEBHOOK_ALLOWED_HOSTS,
     )
-    dispatcher, jobs = _job_engine(
+    engine = _job_engine(
         settings,
         database,
         workspaces,
@@ -142,8 +148,10 @@ def build_services(settings: Settings, database: Database) -> Services:
         health,
         workspaces,
         repositories,
-        jobs,
-        dispatcher,
+        engine.jobs,
+        engine.job_reader,
+        engine.retention,
+        engine.dispatcher,
         files,
         metrics,
         executor,
@@ -157,6 +165,14 @@ def _group_limits(settings: Settings) -> GroupLimits:
     return GroupLimits(settings.job_memory_max, settings.JOB_CPUS, settings.JOB_PIDS_MAX)
 
 
+@dataclass(frozen=True)
+class _JobEngine:
+    dispatcher: Dispatcher
+    jobs: JobService
+    job_reader: JobReader
+    retention: Retention
+
+
 def _job_engine(
     settings: Settings,
     database: Database,
@@ -166,29 +182,28 @@ def _job_engine(
     executor: Executor,
     sandbox: Sandbox,
     results: ResultService,
-) -> tuple[Dispatcher, JobService]:
+) -> _JobEngine:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
-    queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
+    transitions = Transitions(new_owner_id(), results.ended_in)
+    queue = JobQueue(database, transitions, limits, JOB_LEASE)
     events, broker = EventStore(database), Broker()
     images = ImageStore(settings.DATA_DIR / "uploads")
-    runner = JobRunner(
-        database,
+    preparer = RunPreparer(
         workspaces,
         images,
-        events,
-        broker,
         accounts.AccountCache(accounts.lookup, _account_files(settings)),
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
-        executor,
         metrics,
-        queue.owner,
-        settings.JOB_OUTPUT_MAX_MB,
-        results,
     )
+    journal = RunJournal(database, events, broker, transitions, metrics, settings.JOB_OUTPUT_MAX_MB)
+    runner = JobRunner(preparer, executor, journal, metrics)
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, runner, guard)
+    reader = JobReader(database, queue, events, broker)
     jobs = JobService(
-        database, queue, dispatcher, events, broker, images, workspaces, repositories, results
+        database, transitions, queue, dispatcher, reader, images, workspaces, repositories, results
     )
-    return dispatcher, jobs
+    return _JobEngine(
+        dispatcher, jobs, reader, Retention(database, workspaces, images, transitions)
+    )
