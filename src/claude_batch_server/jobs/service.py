@@ -21,7 +21,7 @@ from claude_batch_server.jobs.images import MAX_IMAGES, ImageStore, safe_name
 from claude_batch_server.jobs.queue import JobQueue
 from claude_batch_server.jobs.reading import JobReader
 from claude_batch_server.jobs.status import ACTIVE, JobStatus
-from claude_batch_server.jobs.transitions import Transitions
+from claude_batch_server.jobs.transitions import Enqueue, Transitions
 from claude_batch_server.repositories.service import RepositoryService, RepoStatus
 from claude_batch_server.repositories.validation import check_text
 from claude_batch_server.results.service import ResultService
@@ -128,7 +128,7 @@ class JobService:
         return self._enqueue(job, self._transitions.resume, check_text("prompt", prompt), audit)
 
     def _enqueue(
-        self, job: Job, transition: Any, prompt: str, audit: Audit | None
+        self, job: Job, transition: Enqueue, prompt: str, audit: Audit | None
     ) -> tuple[Job, int | None]:
         """One transaction: the move to `queued`, its audit row, the queue position, and,
         when this process has a free slot, the claim of the next job (this one, unless

@@ -37,6 +37,7 @@ from claude_batch_server.jobs.outcome import Outcome
 from claude_batch_server.jobs.status import (
     CANCEL,
     CLAIM,
+    FINISH,
     RESUME,
     START,
     JobStatus,
@@ -46,6 +47,8 @@ from claude_batch_server.jobs.transcript import RunResult
 from claude_batch_server.store.tables import JOB_EVENTS, JOBS, Job, Repository, UTCDateTime
 
 Ended = Callable[[Connection, str], None]  # in the transaction that ended a job
+# `start` or `resume`: the job as queued, or None when it was not in a status to be
+Enqueue = Callable[[Connection, str, str, datetime], Row[Any] | None]
 
 
 def _param(name: str, column: str) -> BindParameter[Any]:
@@ -64,7 +67,7 @@ def _from(transition: Transition) -> ColumnElement[bool]:
 _THIS_JOB = JOBS.c.id == bindparam("job_id")
 _OTHERS = JOBS.alias("others")  # the same table, not correlated with the one updated
 # only a run of ours: after a takeover, the job is the new owner's
-_OUR_RUN = (_THIS_JOB, JOBS.c.status == JobStatus.RUNNING, JOBS.c.lease_owner == bindparam("owner"))
+_OUR_RUN = (_THIS_JOB, _from(FINISH), JOBS.c.lease_owner == bindparam("owner"))
 
 
 def _enqueue(transition: Transition) -> Any:
