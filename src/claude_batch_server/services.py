@@ -185,7 +185,7 @@ def _job_engine(
 ) -> _JobEngine:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     transitions = Transitions(new_owner_id(), results.ended_in)
-    queue = JobQueue(database, transitions, limits, JOB_LEASE)
+    queue = JobQueue(database, limits, transitions.owner, JOB_LEASE)
     events, broker = EventStore(database), Broker()
     images = ImageStore(settings.DATA_DIR / "uploads")
     preparer = RunPreparer(

@@ -66,9 +66,9 @@ def test_a_job_moves_through_its_life_and_each_move_happens_once(database: Datab
         assert ours.start(connection, "j1", "p", now) is not None
         assert ours.start(connection, "j1", "p", now) is None  # once
         assert _status(connection, "j1") == JobStatus.QUEUED
-        claimed = ours.claim(connection, "u", now, now + LATER)
+        claimed = Transitions.claim(connection, "u", "us", now, now + LATER)
         assert claimed is not None and claimed.status == JobStatus.RUNNING
-        assert ours.claim(connection, "u", now, now + LATER) is None  # none left
+        assert Transitions.claim(connection, "u", "us", now, now + LATER) is None  # none left
         assert not ours.cancel(connection, "j1", now)  # running: stopped, not cancelled here
         failed = Outcome(JobStatus.FAILED, 1, "boom")
         assert not theirs.finish(connection, "j1", failed, RunResult(), now)  # not their run

@@ -94,13 +94,10 @@ _POSITION = select(_AHEAD + 1)
 
 
 class JobQueue:
-    def __init__(
-        self, database: Database, transitions: Transitions, limits: Limits, lease: timedelta
-    ) -> None:
+    def __init__(self, database: Database, limits: Limits, owner: str, lease: timedelta) -> None:
         self._database = database
-        self._transitions = transitions
         self.limits = limits
-        self.owner = transitions.owner
+        self.owner = owner
         self.lease = lease
         # PostgreSQL may serve several server processes, whose queued jobs this one cannot see
         # coming; on SQLite one process dispatches
@@ -135,7 +132,7 @@ class JobQueue:
         if user is None:
             return None
         now = utcnow()
-        row = self._transitions.claim(connection, user, now, now + self.lease)
+        row = Transitions.claim(connection, user, self.owner, now, now + self.lease)
         if row is None:
             return None
         values = dict(row._mapping)
@@ -163,7 +160,7 @@ class JobQueue:
         if not job_ids:
             return
         with self._database.connection() as connection:
-            self._transitions.renew(connection, job_ids, utcnow() + self.lease)
+            Transitions.renew(connection, job_ids, self.owner, utcnow() + self.lease)
 
     def cancel_requested(self, job_ids: list[str]) -> list[str]:
         """Those of `job_ids` that someone asked to cancel (perhaps through another process)."""
@@ -190,7 +187,7 @@ class JobQueue:
         """Moves an abandoned job's lease to us; False when someone else was quicker."""
         with self._database.connection() as connection:
             expires = utcnow() + self.lease
-            return self._transitions.take_over(connection, job_id, previous_owner, expires)
+            return Transitions.take_over(connection, job_id, previous_owner, self.owner, expires)
 
     def position(self, job: Job) -> int | None:
         """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""

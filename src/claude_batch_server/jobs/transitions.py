@@ -235,11 +235,12 @@ class Transitions:
         values = {"job_id": job_id, "queued_at": now, "new_prompt": prompt}
         return connection.execute(statement, values).first()
 
+    @staticmethod
     def claim(
-        self, connection: Connection, user: str, now: datetime, expires: datetime
+        connection: Connection, user: str, owner: str, now: datetime, expires: datetime
     ) -> Row[Any] | None:
-        """queued → running: `user`'s first queued job, leased to us until `expires`."""
-        params = {"who": user, "owner": self.owner, "now": now, "expires": expires}
+        """queued → running: `user`'s first queued job, leased to `owner` until `expires`."""
+        params = {"who": user, "owner": owner, "now": now, "expires": expires}
         return connection.execute(_CLAIM, params).first()
 
     def cancel(self, connection: Connection, job_id: str, now: datetime) -> bool:
@@ -301,14 +302,18 @@ class Transitions:
     def record_session(connection: Connection, job_id: str, session_id: str) -> None:
         connection.execute(_RECORD_SESSION, {"job_id": job_id, "sid": session_id})
 
-    def renew(self, connection: Connection, job_ids: Sequence[str], expires: datetime) -> None:
-        params = {"job_ids": list(job_ids), "owner": self.owner, "expires": expires}
+    @staticmethod
+    def renew(
+        connection: Connection, job_ids: Sequence[str], owner: str, expires: datetime
+    ) -> None:
+        params = {"job_ids": list(job_ids), "owner": owner, "expires": expires}
         connection.execute(_RENEW, params)
 
+    @staticmethod
     def take_over(
-        self, connection: Connection, job_id: str, previous: str | None, expires: datetime
+        connection: Connection, job_id: str, previous: str | None, owner: str, expires: datetime
     ) -> bool:
-        params = {"job_id": job_id, "previous": previous, "owner": self.owner, "expires": expires}
+        params = {"job_id": job_id, "previous": previous, "owner": owner, "expires": expires}
         return bool(connection.execute(_TAKE_OVER, params).rowcount)
 
     @staticmethod
