@@ -22,10 +22,9 @@ Layout under DATA_DIR:
         record.json             strategy, repository, commit, uid, gid
         upper/ work/ lower/     overlay layers and the idmapped lower's mount point
       bases/<repo>/<commit>-<uid>/
-                                what a strategy keeps per user and commit: btrfs, a
+                                what a strategy keeps per user and commit: btrfs alone, a
                                 snapshot of the repository given to the user once (their
-                                workspaces are snapshots of it); overlay, the user's
-                                refreshed git index (see `gitindex`)
+                                workspaces are snapshots of it)
       kept/<repo>/<commit>/     a stored tree replaced by a pull or removed while overlay
                                 workspaces still have it as their lower layer
       locks/<repo>              flock files, one per repository

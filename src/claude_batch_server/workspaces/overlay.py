@@ -15,14 +15,15 @@ every file. Two ways were measured (docs/benchmarks.md, "Workspaces"):
   a workspace is ready in 6-20 ms at 20,000 and at 100,000 files. The price is the mount
   itself, which a restart undoes: hence `restore`.
 
-git's index. The stored index, written by the clone and refreshed at adoption, records
-the stored files' stat data; in a workspace they show the user as owner (and overlayfs's
-device number), which would make git re-read the whole tree on each workspace's first
-`git status` (2.5 s at 20,000 files, 20 s at 100,000). The stored configuration sets
+git's index. The stored index, as the clone wrote it, records the stored files' stat
+data; a workspace shows them with the user as owner and overlayfs's device number, which
+made git re-read the whole tree on a workspace's first `git status` (2.5 s at 20,000 files,
+20 s at 100,000), until a per-user index was kept for each commit (2 s / 9-25 s for the
+first job of each user at each commit). Now the stored configuration sets
 `core.checkStat=minimal` (`servergit`), under which git compares only the whole-second
-mtime, the size and the x bit: the stored index holds for every user as it is. So there is
-nothing per user: a user's first workspace at a new commit is made like every other, and
-a `git status` in it reads no file (see docs/benchmarks.md, "Workspaces").
+mtime, the size and the x bit, all of which the lower layer keeps: the stored index holds
+for every user as it is, and the first workspace of a user at a new commit is made like
+any other (see the package docstring for the figures).
 
 The engine keeps the lower tree while a workspace uses it. The upper and work directories
 live in the job's private state. The idmapped view of the tree is handed to overlayfs as a
