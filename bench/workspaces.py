@@ -66,6 +66,7 @@ class Row:
     new_commit: list[float] = field(default_factory=list)  # first job at a pulled commit
     new_status: list[float] = field(default_factory=list)  # its first `git status`
     stale: list[int] = field(default_factory=list)  # files git must read again there
+    stale_later: int | None = None  # and in a later job's workspace
 
 
 def main() -> None:
@@ -200,6 +201,7 @@ def _measure_strategy(
         times.append(seconds)
         disk.append(added)
         if job == "job0":
+            row.stale_later = _stale(engine.workspace_path(job), FIRST_UID)
             row.status = _git_status(engine.workspace_path(job))
         if added > stored // 4:  # a real copy: make room for the next one
             row.remove.append(_timed(data_dir, engine.remove_workspace, job)[0])
@@ -341,8 +343,8 @@ def _table(
         "| method | first job of a new user | first job at a new commit | later jobs "
         "| per-job range | disk, first job | disk per later job | first `git status`, "
         "first job at a new commit | files to re-read there | first `git status`, "
-        "later job | remove |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "later job | files to re-read there | remove |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [_line(row, stored) for row in rows]
     return "\n".join(lines)
@@ -355,10 +357,11 @@ def _line(row: Row, stored: int) -> str:
     spread = f"{_ms(min(row.per_job))} .. {_ms(max(row.per_job))}"
     status = _ms(row.status) if row.status is not None else "-"
     stale = f"{statistics.median(row.stale):.0f}" if row.stale else "-"
+    stale_later = "-" if row.stale_later is None else str(row.stale_later)
     return (
         f"| {row.method} | {first} | {new_commit} | {_ms(statistics.median(row.per_job))} "
         f"| {spread} | {disk_first} | {_disk(int(statistics.median(row.disk_job)), stored)} "
-        f"| {_median_ms(row.new_status)} | {stale} | {status} "
+        f"| {_median_ms(row.new_status)} | {stale} | {status} | {stale_later} "
         f"| {_ms(statistics.median(row.remove))} |"
     )
 
