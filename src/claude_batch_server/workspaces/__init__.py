@@ -45,10 +45,12 @@ a file rewritten with the same size and its mtime set back to the very second re
 Measured with bench/workspaces.py (docs/benchmarks.md, "Workspaces"; 2 cores shared with
 other engineers' runs, load average 8-15: medians, read them as orders of magnitude). The
 first job of a user at a new commit, after a pull, with overlay: 1.5-7 ms at 20,000 files
-and 5 ms at 100,000 (a per-user index cost 1.9 s / 9-25 s, 10.9 s at 20,000 under the
-same load), and 0 files for git to read again; `git status` there 0.8-3 s / 2.7-9 s,
-lstat and readdir alone. btrfs's first job of a user at a commit still chowns a snapshot:
-5.6 s at 20,000 files and 11.3 s at 100,000 (20-28 s at 20,000 with the old index refresh, same load).
+and 3-5 ms at 100,000 (a per-user index cost 1.9 s / 9-25 s, 10.9 s at 20,000 under the
+same load), and 0 files for git to read again; a workspace's first `git status`, which
+lstats every file and lists every folder through a fresh overlay, 0.5-3.6 s / 7-10 s under
+that load (0.2-0.3 s / 0.7-1.1 s on a quiet machine, measured with the per-user index).
+btrfs's first job of a user at a commit still chowns a snapshot: 5.6 s at 20,000 files and
+11.3 s at 100,000 (20-28 s at 20,000 with the old index refresh, same load).
 
 Life of the shared trees: a base or kept tree lives exactly as long as a workspace record
 refers to it. `remove_workspace` drops what its repository no longer uses; `collect()`
