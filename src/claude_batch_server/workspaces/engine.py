@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,7 @@ from claude_batch_server.workspaces.layout import (
 # The commit a stored tree is at. trusted.*: only root (CAP_SYS_ADMIN) reads or writes it,
 # never a user, not even through a workspace made of the tree.
 _HEAD_ATTRIBUTE: Final = "trusted.claude-batch-server.head"
+_CLOCK_TICK: Final = 0.01  # seconds: more than the kernel's coarse clock lags behind
 
 
 class WorkspaceEngine:
@@ -73,6 +76,7 @@ class WorkspaceEngine:
             servergit.own_git_dir(tree / ".git")  # its maker's configuration runs nowhere
             stored = self._store(tree, scratch / "stored")
             _record_head(stored)
+            _await_next_second(stored / ".git" / "index")
             with self._lock(name, exclusive=True):
                 if target.exists():
                     linux.exchange(stored, target)
@@ -293,6 +297,21 @@ def _dirs(top: Path) -> list[Path]:
         return [path for path in top.iterdir() if path.is_dir() and not path.is_symlink()]
     except FileNotFoundError:
         return []
+
+
+def _await_next_second(index: Path) -> None:
+    """git compares a file's mtime with its index in whole seconds (`servergit`): a change of
+    the same size made in the second the clone wrote the file would go unseen. The index is
+    written after every file it records, so once its second is over, no workspace made of
+    the tree can write a file in the second recorded for it: usually long past already."""
+    try:
+        written = index.stat().st_mtime
+    except OSError:  # no index: git has nothing to compare
+        return
+    # files take their times from the kernel's coarse clock, a tick behind time.time()
+    delay = math.floor(written) + 1 + _CLOCK_TICK - time.time()
+    if 0 < delay < 2:  # not for an index from the future: its maker set that time
+        time.sleep(delay)
 
 
 def _record_head(tree: Path) -> None:
