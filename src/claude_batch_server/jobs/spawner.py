@@ -34,6 +34,7 @@ import socket
 import struct
 import sys
 import tempfile
+from pathlib import Path
 
 from claude_batch_server.jobs import landlock, reaper, wire
 from claude_batch_server.jobs.wire import HEADER, NO_START, STREAMS, Request
@@ -145,7 +146,7 @@ def _fork(cgroups: list[str]) -> tuple[int, str | None]:
     unified = [procs for procs in cgroups if not _v1_tasks(procs)]
     if len(unified) == 1:
         with contextlib.suppress(OSError):  # ENOSYS, E2BIG: an older kernel
-            return _clone_into(os.path.dirname(unified[0])), unified[0]
+            return _clone_into(str(Path(unified[0]).parent)), unified[0]
     return os.fork(), None
 
 
@@ -170,8 +171,8 @@ def _clone_into(group: str) -> int:
 
 def _v1_tasks(procs: str) -> str | None:
     """The `tasks` file beside a v1 group's cgroup.procs (v2 has none)."""
-    tasks = os.path.join(os.path.dirname(procs), "tasks")
-    return tasks if os.path.exists(tasks) else None
+    tasks = Path(procs).with_name("tasks")
+    return str(tasks) if tasks.exists() else None
 
 
 def _join(cgroups: list[str], joined: str | None) -> None:

@@ -41,6 +41,9 @@ class BtrfsStrategy:
         else:
             _create_with_base(workspace)
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        return [workspace.target]
+
     def restore(self, workspace: Workspace) -> None:
         """Nothing to do: a subvolume outlives the server."""
 

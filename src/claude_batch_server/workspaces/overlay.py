@@ -84,6 +84,10 @@ class OverlayStrategy:
         if not ready:
             _keep_index(workspace, saved)
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        # copy-ups pass through work
+        return [workspace.state / "upper", workspace.state / "work"]
+
     def restore(self, workspace: Workspace) -> None:
         if not linux.is_mount_point(workspace.target):
             self._mount(workspace)
