@@ -51,6 +51,10 @@ class DiskQuotas:
                 log.warning("disk quota unusable", mechanism=mechanism.name, error=str(error))
 
     @property
+    def active(self) -> bool:
+        return self._mechanism is not None
+
+    @property
     def name(self) -> str:
         return self._mechanism.name if self._mechanism is not None else NONE
 

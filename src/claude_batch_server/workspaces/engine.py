@@ -134,8 +134,10 @@ class WorkspaceEngine:
     def count_against_quota(self, job_id: str, directory: Path) -> None:
         """Puts the new, empty `directory` (the run's TMPDIR) under the disk quota of the
         job's workspace, if it has one."""
+        if self._quotas is None or not self._quotas.active:  # no record read for nothing
+            return
         record = self._layout.read_record(job_id)
-        if record is not None and record.quota is not None and self._quotas is not None:
+        if record is not None and record.quota is not None:
             self._quotas.tag(record.quota, directory)
 
     def workspace_path(self, job_id: str) -> Path:
