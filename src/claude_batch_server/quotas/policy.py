@@ -59,11 +59,11 @@ class DiskQuotas:
         return self._mechanism.name if self._mechanism is not None else NONE
 
     def free_key(self, used: Iterable[int | None]) -> int | None:
-        """A key no workspace holds (None: quotas are off)."""
+        """A key no workspace holds (None: quotas are off, or every key is held)."""
         if self._mechanism is None:
             return None
         taken = set(used)
-        return next(key for key in range(FIRST_KEY, FIRST_KEY + KEYS) if key not in taken)
+        return next((key for key in range(FIRST_KEY, FIRST_KEY + KEYS) if key not in taken), None)
 
     def apply(self, key: int, tops: list[Path]) -> None:
         """Blocking: puts the trees `tops` (root's to reach, made for one job) under the
@@ -89,7 +89,7 @@ class DiskQuotas:
             self._mechanism.tag(fd, key)
 
     def release(self, key: int) -> None:
-        """Blocking: the quota `key` holds no limit any more (its trees are gone)."""
+        """Blocking: the quota `key` holds no limit any more (its trees go next)."""
         if self._mechanism is not None:
             self._mechanism.release(key)
 
