@@ -85,7 +85,13 @@ class ProjectQuotas:
         argv += ["-f"] if self._foreign else []
         command = f"limit -p bsoft=0 bhard={blocks} isoft=0 ihard={inodes} {int(key)}"
         argv += ["-c", command, str(self._mount_point)]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise OSError(errno.ETIMEDOUT, f"xfs_quota took over {_TIMEOUT:g} s") from None
+        # it may exit 0 when a command failed: what it says on stderr counts too
         if result.returncode != 0 or result.stderr.strip():
             message = result.stderr.strip() or f"exit code {result.returncode}"
             raise OSError(errno.EIO, f"xfs_quota: {message}")
