@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,7 @@ from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
 from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.metrics import Metrics
+from claude_batch_server.quotas import DiskQuotas
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
@@ -108,7 +110,8 @@ def build_services(settings: Settings, database: Database) -> Services:
         account_files=_account_files(settings),
     )
     containment = Containment.for_host(root_name(settings.DATA_DIR), _group_limits(settings))
-    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
+    quotas = DiskQuotas(settings.job_disk_max(_filesystem_size(settings.DATA_DIR)))
+    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas)
     health = HealthService(
         database,
         settings.DATA_DIR,
@@ -119,7 +122,9 @@ def build_services(settings: Settings, database: Database) -> Services:
     repositories = RepositoryService(
         database, workspaces, settings.DATA_DIR, accounts.lookup, active_jobs_in
     )
-    sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
+    sandbox = Sandbox(
+        settings.JOB_SANDBOX, settings.DATA_DIR / "tmp", workspaces.count_against_quota
+    )
     executor = executor_for(settings, containment, sandbox)
     results = ResultService(
         database,
@@ -159,6 +164,11 @@ def build_services(settings: Settings, database: Database) -> Services:
         sandbox,
         results,
     )
+
+
+def _filesystem_size(path: Path) -> int:
+    found = os.statvfs(path)
+    return found.f_blocks * found.f_frsize
 
 
 def _group_limits(settings: Settings) -> GroupLimits:

@@ -19,7 +19,8 @@ Layout under DATA_DIR:
                                 it (an overlay mount point with the overlay strategy)
     cow/                        0700 root: the engine's own
       jobs/<job_id>/            a job's private state, never inside the workspace:
-        record.json             strategy, repository, commit, uid, gid
+        record.json             strategy, repository, commit, uid, gid, and the key of
+                                its disk quota if it has one (see `quotas`)
         upper/ work/ lower/     overlay layers and the idmapped lower's mount point
       bases/<repo>/<commit>-<uid>/
                                 what a strategy keeps per user and commit: btrfs alone, a
@@ -27,7 +28,8 @@ Layout under DATA_DIR:
                                 workspaces are snapshots of it)
       kept/<repo>/<commit>/     a stored tree replaced by a pull or removed while overlay
                                 workspaces still have it as their lower layer
-      locks/<repo>              flock files, one per repository
+      locks/<repo>              flock files, one per repository; `.quotas`, held while a
+                                new workspace's quota key is chosen
       tmp/<pid>-<random>/       scratch: probes, adoptions in progress, trees being deleted
 
 git's index. A workspace shows the stored files under its user's id (idmapped, chowned or

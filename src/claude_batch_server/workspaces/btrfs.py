@@ -41,6 +41,9 @@ class BtrfsStrategy:
             _make_base(workspace)
         linux.snapshot(workspace.base, workspace.target)
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        return [workspace.target]
+
     def restore(self, workspace: Workspace) -> None:
         """Nothing to do: a subvolume outlives the server."""
 

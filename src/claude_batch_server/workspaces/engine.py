@@ -11,11 +11,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
+from claude_batch_server.logs import log
 from claude_batch_server.settings import CowStrategy
 from claude_batch_server.workspaces import btrfs, linux, probe, registry, trees
 from claude_batch_server.workspaces.base import Workspace, WorkspaceError
@@ -26,6 +28,9 @@ from claude_batch_server.workspaces.layout import (
     checked_job,
     checked_repository,
 )
+
+if TYPE_CHECKING:
+    from claude_batch_server.quotas import DiskQuotas
 
 # The commit a stored tree is at. trusted.*: only root (CAP_SYS_ADMIN) reads or writes it,
 # never a user, not even through a workspace made of the tree.
@@ -40,7 +45,9 @@ class WorkspaceEngine:
     the state of each repository is guarded by a file lock, shared while workspaces are
     made, exclusive while the stored tree is swapped or unused trees are dropped."""
 
-    def __init__(self, data_dir: Path, strategy: CowStrategy) -> None:
+    def __init__(
+        self, data_dir: Path, strategy: CowStrategy, quotas: DiskQuotas | None = None
+    ) -> None:
         self._layout = Layout(data_dir)
         self._layout.prepare()
         self._sweep_scratch()
@@ -51,6 +58,10 @@ class WorkspaceEngine:
         where = f"{data_dir} ({self._filesystem})"
         self._strategy = registry.choose(strategy, self._available, where)
         self.strategy_name: str = self._strategy.name
+        self._quotas = quotas
+        if quotas is not None:
+            with self._scratch() as scratch:
+                quotas.detect(scratch, self.strategy_name)
 
     def report(self) -> dict[str, object]:
         return {
@@ -58,6 +69,7 @@ class WorkspaceEngine:
             "filesystem": self._filesystem,
             "strategy": self.strategy_name,
             "available": dict(self._available),
+            "quota": self._quotas.name if self._quotas is not None else "none: guard only",
         }
 
     # repositories
@@ -112,14 +124,25 @@ class WorkspaceEngine:
                 raise WorkspaceError(f"repository {repo_name!r} is missing")
             workspace = self._workspace(record, self._source(repo_name, commit))
             workspace.state.mkdir(mode=0o700)
-            self._layout.write_record(record)  # first: a crash from here on leaves a trace
+            record = self._write_first_record(record)  # a crash from here on leaves a trace
             try:
                 self._strategy.create(workspace)
+                if record.quota is not None:
+                    assert self._quotas is not None
+                    self._quotas.apply(record.quota, self._strategy.writable(workspace))
             except BaseException:
-                trees.remove_tree(workspace.target)
-                trees.remove_tree(workspace.state)
+                self._remove_job_files(record.job_id, record.quota)
                 raise
         return workspace.target
+
+    def count_against_quota(self, job_id: str, directory: Path) -> None:
+        """Puts the new, empty `directory` (the run's TMPDIR) under the disk quota of the
+        job's workspace, if it has one."""
+        if self._quotas is None or not self._quotas.active:  # no record read for nothing
+            return
+        record = self._layout.read_record(job_id)
+        if record is not None and record.quota is not None:
+            self._quotas.tag(record.quota, directory)
 
     def workspace_path(self, job_id: str) -> Path:
         return self._layout.workspace(job_id)
@@ -158,7 +181,7 @@ class WorkspaceEngine:
             self._remove_job_files(job_id)
             return
         with self._lock(record.repository, exclusive=True):
-            self._remove_job_files(job_id)
+            self._remove_job_files(job_id, record.quota)
             self._collect(record.repository)
 
     def collect(self) -> None:
@@ -235,9 +258,30 @@ class WorkspaceEngine:
             with contextlib.suppress(OSError):  # absent, or still in use
                 top.rmdir()
 
-    def _remove_job_files(self, job_id: str) -> None:
+    def _remove_job_files(self, job_id: str, quota: int | None = None) -> None:
+        if quota is not None and self._quotas is not None:
+            try:  # first: the key stays taken until the record is gone
+                self._quotas.release(quota)
+            except OSError as error:  # its next holder sets the limits anew
+                log.warning("disk quota not released", job=job_id, error=str(error))
         trees.remove_tree(self._layout.workspace(job_id))
         trees.remove_tree(self._layout.job_state(job_id))  # the record goes last
+
+    def _write_first_record(self, record: Record) -> Record:
+        """Writes the record of a new workspace, with the key of its disk quota if quotas
+        are on: chosen and written under one lock, so no two workspaces share a key."""
+        if self._quotas is None:
+            self._layout.write_record(record)
+            return record
+        fd = os.open(self._layout.quota_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            key = self._quotas.free_key(found.quota for found in self._layout.records())
+            record = replace(record, quota=key)
+            self._layout.write_record(record)
+        finally:
+            os.close(fd)
+        return record
 
     def _check_staging(self, staging: Path) -> None:
         """A real directory under DATA_DIR (one filesystem: it is renamed, not copied),

@@ -80,6 +80,10 @@ class OverlayStrategy:
         workspace.target.mkdir(mode=0o700)
         self._mount(workspace)
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        # copy-ups pass through work
+        return [workspace.state / "upper", workspace.state / "work"]
+
     def restore(self, workspace: Workspace) -> None:
         if not linux.is_mount_point(workspace.target):
             self._mount(workspace)
