@@ -20,7 +20,8 @@ from claude_batch_server.api.schemas.jobs import (
 from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.events import PAGE_EVENTS
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
-from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
+from claude_batch_server.jobs.reading import CURSOR_PATTERN
+from claude_batch_server.jobs.service import JobRequest
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.repositories.service import qualified
 from claude_batch_server.store.tables import Job, JobEvent
@@ -100,9 +101,9 @@ async def list_jobs(
 ) -> JobPageResponse:
 
     def read() -> tuple[list[JobResponse], str | None]:  # one hand-off to a worker thread
-        page = services.jobs.page(user, status, limit, cursor, owner)
+        page = services.job_reader.page(user, status, limit, cursor, owner)
         return [
-            job_response(job, services.jobs.position(job)) for job in page.jobs
+            job_response(job, services.job_reader.position(job)) for job in page.jobs
         ], page.next_cursor
 
     jobs, next_cursor = await anyio.to_thread.run_sync(read)
@@ -113,7 +114,7 @@ async def list_jobs(
 async def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
     if job.status != JobStatus.QUEUED:  # only a queued job has a position to read
         return job_response(job, None)
-    return job_response(job, await anyio.to_thread.run_sync(services.jobs.position, job))
+    return job_response(job, await anyio.to_thread.run_sync(services.job_reader.position, job))
 
 
 @router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
@@ -150,7 +151,7 @@ async def cancel_job(
 ) -> JobResponse:
     with services.audit(user, address, "job.cancel", job.id):
         cancelled = await services.jobs.cancel(job)
-    return job_response(cancelled, services.jobs.position(cancelled))
+    return job_response(cancelled, services.job_reader.position(cancelled))
 
 
 @router.post("/{job_id}/resume", status_code=202, response_model=JobResponse, responses={409: {}})
@@ -194,11 +195,13 @@ async def job_events(
     after the last one; an empty page is the end so far)."""
     start = after if after is not None else last_event_id
     if not follow:
-        events = await anyio.to_thread.run_sync(services.jobs.events_page, job.id, start, limit)
+        events = await anyio.to_thread.run_sync(
+            services.job_reader.events_page, job.id, start, limit
+        )
         return [event_response(event) for event in events]
 
     async def stream() -> Any:
-        async for event in services.jobs.follow(job.id, start):
+        async for event in services.job_reader.follow(job.id, start):
             yield ServerSentEvent(data=event_json(event), id=str(event.seq))
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
 
