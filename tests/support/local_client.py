@@ -3,7 +3,8 @@ owning its socket, not by its loopback address, so two local callers are two use
 processes. `LocalClient(server, user)` starts a small Python of the standard library alone
 (the system's: the tests' venv is not readable by others) as that user, or as root without
 one; `send` has it send requests all at once, each from its own source address, and
-returns their answers. Bodies (passwords) go through its stdin, never its argv."""
+returns their answers (each also as it comes, if asked). Bodies (passwords) go through
+its stdin, never its argv."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import pwd
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -23,7 +25,7 @@ from tests.support.users import OsUser
 PYTHON = "/usr/bin/python3"
 SCRIPT = r"""
 import http.client, json, sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 def one(r):
     connection = http.client.HTTPConnection(
@@ -40,7 +42,9 @@ def one(r):
 for line in sys.stdin:
     batch = json.loads(line)
     with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-        print(json.dumps(list(pool.map(one, batch))), flush=True)
+        sent = {pool.submit(one, request): index for index, request in enumerate(batch)}
+        for answered in as_completed(sent):  # each as soon as it comes
+            print(json.dumps([sent[answered], answered.result()]), flush=True)
 """
 
 
@@ -72,21 +76,29 @@ class LocalClient:
             text=True,
         )
 
-    def send(self, *requests: Request) -> list[httpx.Response]:
-        """All `requests` at once, in threads of the user's process; their answers in order."""
+    def send(
+        self, *requests: Request, each: Callable[[httpx.Response], object] | None = None
+    ) -> list[httpx.Response]:
+        """All `requests` at once, in threads of the user's process; their answers in order.
+        `each(answer)` is called for every answer as soon as it comes."""
         batch = [self._wire(request) for request in requests]
         assert self._process.stdin is not None and self._process.stdout is not None
+        answers: list[httpx.Response | None] = [None] * len(batch)
         with self._lock:
             self._process.stdin.write(json.dumps(batch) + "\n")
             self._process.stdin.flush()
-            line = self._process.stdout.readline()
-        assert line, f"the client process of uid {self.uid} ended"
-        return [
-            httpx.Response(
-                a["status"], headers=[tuple(h) for h in a["headers"]], content=a["body"].encode()
-            )
-            for a in json.loads(line)
-        ]
+            for _ in batch:
+                line = self._process.stdout.readline()
+                assert line, f"the client process of uid {self.uid} ended"
+                index, wire = json.loads(line)
+                headers = [(name, value) for name, value in wire["headers"]]
+                answer = httpx.Response(
+                    wire["status"], headers=headers, content=wire["body"].encode()
+                )
+                answers[index] = answer
+                if each is not None:
+                    each(answer)
+        return [answer for answer in answers if answer is not None]
 
     def login(self, address: str, username: str, password: str, **headers: str) -> httpx.Response:
         body = {"username": username, "password": password}
