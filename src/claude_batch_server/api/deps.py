@@ -12,7 +12,7 @@ from claude_batch_server.api.proxy import SOCKET_CLIENT
 from claude_batch_server.auth.callers import Caller, identify
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import Forbidden, Unauthenticated
-from claude_batch_server.logs import bind_user
+from claude_batch_server.logs import bind_caller, bind_user
 from claude_batch_server.services import Services
 from claude_batch_server.store.tables import Job, Repository
 
@@ -39,7 +39,9 @@ async def login_caller(request: Request) -> Caller:
         request.scope.get("client"),
         request.scope.get("server"),
     )
-    return await anyio.to_thread.run_sync(identify, *ends)
+    caller = await anyio.to_thread.run_sync(identify, *ends)
+    bind_caller(caller.key)
+    return caller
 
 
 async def current_user(
