@@ -33,8 +33,6 @@ def one(r):
     )
     try:
         connection.request(r["method"], r["path"], body=r["body"].encode(), headers=r["headers"])
-        if r["hang_up"]:  # gone before any answer: status 0
-            return {"status": 0, "headers": [], "body": ""}
         answer = connection.getresponse()
         body = answer.read().decode("utf-8", "replace")
         return {"status": answer.status, "headers": answer.getheaders(), "body": body}
@@ -58,7 +56,6 @@ class Request:
     json: Any = None
     form: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    hang_up: bool = False  # close the connection as soon as the request is sent
 
 
 class LocalClient:
@@ -124,7 +121,6 @@ class LocalClient:
             "path": request.path,
             "body": body,
             "headers": headers,
-            "hang_up": request.hang_up,
         }
 
     def close(self) -> None:
