@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from claude_batch_server import __version__, datadir, logs, maintenance, web
 from claude_batch_server.api import errors
 from claude_batch_server.api.limits import BodyLimitMiddleware
+from claude_batch_server.api.proxy import ForwardedClient
 from claude_batch_server.api.routes import (
     audit,
     auth,
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(logs.RequestLogMiddleware)
+    app.add_middleware(ForwardedClient, trusted=[str(n) for n in settings.TRUSTED_PROXIES])
     errors.install_handlers(app)
     for module in (auth, repositories, jobs, files, system, audit, health, metrics):
         app.include_router(module.router, responses=ERROR_RESPONSES)

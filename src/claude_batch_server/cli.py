@@ -28,7 +28,6 @@ def serve() -> None:
     os.umask(0o077)  # first: whatever the server makes is its own unless it says otherwise
     _own_mounts()
     settings = _load_settings()
-    proxies = [str(network) for network in settings.TRUSTED_PROXIES]
     uvicorn.run(
         create_app(settings),
         host=settings.HOST,
@@ -36,10 +35,9 @@ def serve() -> None:
         log_config=None,
         loop="asyncio",  # the standard loop: uvloop measured no faster here (bench/queue.py)
         timeout_graceful_shutdown=10,
-        # X-Forwarded-For only from TRUSTED_PROXIES: uvicorn's default believes loopback,
-        # where every local user connects
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies,
+        # the app believes X-Forwarded-For from TRUSTED_PROXIES itself (api/proxy.py);
+        # uvicorn's default would believe loopback, where every local user connects
+        proxy_headers=False,
     )
 
 

@@ -47,6 +47,11 @@ def bind_user(user: str) -> None:
     structlog.contextvars.bind_contextvars(user=user)
 
 
+def bind_caller(caller: str) -> None:
+    """Who the login throttle counted ("uid:N" for a local user), on the request's lines."""
+    structlog.contextvars.bind_contextvars(caller=caller)
+
+
 class RequestLogMiddleware:
     """Gives every request an id (echoed as X-Request-ID) and logs it once it is answered."""
 

@@ -1,14 +1,14 @@
-"""Throttling: an address that failed too often is refused with 429 and Retry-After, also
-after a restart; a name that failed too often is slowed, never refused to an address that
-did not fail. (tests/security/test_login_throttle.py attacks it from many addresses.)"""
+"""Throttling: a caller that failed too often (a local user, whatever its address) is
+refused with 429 and Retry-After, also after a restart; a name that failed too often is
+slowed, never refused to a caller that did not fail. (tests/security/test_login_throttle.py
+attacks it from many addresses and users.)"""
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from tests.support.local_client import LocalClient, Request
 from tests.support.server import LiveServer, ServerFactory
 from tests.support.users import UserFactory
 
@@ -24,25 +24,29 @@ def attempt(
         return client.post("/auth/login", json={"username": username, "password": password})
 
 
-def test_an_address_that_failed_too_often_is_refused_also_after_a_restart(
+def test_a_caller_that_failed_too_often_is_refused_also_after_a_restart(
     users: UserFactory, server_factory: ServerFactory, database_url: str
 ) -> None:
-    victim = users.create()
+    victim, sprayer = users.create(), users.create()
     server = server_factory(DATABASE_URL=database_url)
-    with ThreadPoolExecutor(max_workers=PER_ADDRESS) as pool:
-        names = [f"spray{i}" for i in range(PER_ADDRESS)]
-        statuses = list(pool.map(lambda name: attempt(server, name, "guess").status_code, names))
-    assert statuses == [401] * PER_ADDRESS
+    with LocalClient(server, sprayer) as spraying:
+        sprays = (
+            Request("/auth/login", json={"username": f"spray{i}", "password": "guess"})
+            for i in range(PER_ADDRESS)
+        )
+        assert [answer.status_code for answer in spraying.send(*sprays)] == [401] * PER_ADDRESS
 
-    refused = attempt(server, victim.name, victim.password)  # even the right password now
-    assert refused.status_code == 429
-    assert refused.json()["detail"]
-    assert 0 < int(refused.headers["Retry-After"]) <= 60
+        refused = spraying.login("127.0.0.1", victim.name, victim.password)  # even this
+        assert refused.status_code == 429
+        assert refused.json()["detail"]
+        assert 0 < int(refused.headers["Retry-After"]) <= 60
 
-    server.restart()
-    assert attempt(server, victim.name, victim.password).status_code == 429
-    # the name itself is not locked: from another address its password works
-    assert attempt(server, victim.name, victim.password, "127.0.0.2").status_code == 200
+        server.restart()
+        # from any address of the same user: one caller
+        assert spraying.login("127.0.0.2", victim.name, victim.password).status_code == 429
+    # the name itself is not locked: its owner, from the very address that failed, gets in
+    with LocalClient(server, victim) as own:
+        assert own.login("127.0.0.1", victim.name, victim.password).status_code == 200
 
 
 def test_past_the_free_failures_a_name_is_slowed_not_refused(

@@ -21,6 +21,7 @@ from claude_batch_server.web.pages.jobs import PAGE_SIZE, TRANSCRIPT_PAGE
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
 from tests.fake_anthropic.images import tiny_png
 from tests.support.api import home_of
+from tests.support.local_client import LocalClient, Request
 from tests.support.server import wait_for
 from tests.support.users import OsUser
 from tests.web.conftest import WAIT, Browser, WebWorld, hosts
@@ -314,22 +315,31 @@ def test_forms_refuse_cross_site_requests(web_world: WebWorld) -> None:
 
 
 def test_the_login_form_is_throttled_like_the_api(web_world: WebWorld) -> None:
-    """The 20th failure from one address refuses it, the form and the API alike (from an
-    address of its own, 127.0.0.2, so that the other tests may still log in)."""
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    """The 20th failure of one caller refuses it, the form and the API alike. The caller is
+    a local user of its own (the server knows a local caller by its OS user, whatever its
+    address), so that the other tests, logging in as root, still may."""
+    server = web_world.server
     statuses = []
-    with httpx.Client(base_url=web_world.server.url, transport=transport, timeout=60) as client:
+    with LocalClient(server, web_world.users.create()) as client:
         for _ in range(PER_ADDRESS + 1):
-            login = _form_token(client.get("/ui/login").text, "login_token")
+            form = client.send(Request("/ui/login", "127.0.0.2", method="GET"))[0]
+            cookie = next(
+                c.split(";")[0]
+                for c in form.headers.get_list("set-cookie")
+                if c.startswith("cbs_login=")
+            )
+            login = _form_token(form.text, "login_token")
             name = f"nobody{secrets.token_hex(3)}"
-            form = {"username": name, "password": "wrong", "login_token": login}
-            response = client.post("/ui/login", data=form)
+            fields = {"username": name, "password": "wrong", "login_token": login}
+            response = client.send(
+                Request("/ui/login", "127.0.0.2", form=fields, headers={"Cookie": cookie})
+            )[0]
             statuses.append(response.status_code)
-        api = client.post("/auth/login", json={"username": name, "password": "wrong"})
+        api = client.login("127.0.0.3", name, "wrong")
     assert statuses == [200] * PER_ADDRESS + [429]
     assert int(response.headers["retry-after"]) > 0
     assert "too many failed logins" in response.text
-    assert api.status_code == 429  # one count for both
+    assert api.status_code == 429  # one count for both, from any of its addresses
 
 
 def test_pages_are_outside_the_api_schema_and_carry_a_strict_csp(web_world: WebWorld) -> None:

@@ -8,9 +8,11 @@ import anyio
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from claude_batch_server.api.proxy import SOCKET_CLIENT
+from claude_batch_server.auth.callers import Caller, identify
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import Forbidden, Unauthenticated
-from claude_batch_server.logs import bind_user
+from claude_batch_server.logs import bind_caller, bind_user
 from claude_batch_server.services import Services
 from claude_batch_server.store.tables import Job, Repository
 
@@ -30,6 +32,18 @@ async def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+async def login_caller(request: Request) -> Caller:
+    """Who is logging in, for the throttle: a local user by its uid (auth/callers.py)."""
+    ends = (
+        request.scope.get(SOCKET_CLIENT),
+        request.scope.get("client"),
+        request.scope.get("server"),
+    )
+    caller = await anyio.to_thread.run_sync(identify, *ends)
+    bind_caller(caller.key)
+    return caller
+
+
 async def current_user(
     services: Annotated[Services, Depends(get_services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -44,6 +58,7 @@ async def current_user(
 ServicesDep = Annotated[Services, Depends(get_services)]
 CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+LoginCaller = Annotated[Caller, Depends(login_caller)]
 
 
 async def admin_user(user: CurrentUser) -> User:

@@ -17,6 +17,7 @@ import anyio
 from claude_batch_server.accounts import Account, AccountCache, ShadowEntry
 from claude_batch_server.audit import Auditor
 from claude_batch_server.auth.base import Authenticator
+from claude_batch_server.auth.callers import Caller
 from claude_batch_server.auth.policy import LoginPolicy, is_stored_hash
 from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import Claims, IssuedToken, TokenService
@@ -64,10 +65,12 @@ class AuthService:
         self._admin_group = admin_group
         self._allow_hash_login = allow_hash_login
 
-    async def login(self, username: str, password: str, address: str) -> IssuedToken:
+    async def login(self, username: str, password: str, caller: Caller) -> IssuedToken:
+        """Throttled by `caller.key` (a local user's uid), audited with `caller.address`."""
         if "\0" in username:  # no account's name: nothing to check, count or record
             raise Unauthenticated(BAD_LOGIN)
-        admission = await anyio.to_thread.run_sync(self._throttle.admit, username, address)
+        address = caller.address
+        admission = await anyio.to_thread.run_sync(self._throttle.admit, username, caller.key)
         if admission.retry_after is not None:
             await self._audit(username, address, "login", "throttled")
             raise TooManyRequests("too many failed logins; try again later", admission.retry_after)
@@ -75,7 +78,7 @@ class AuthService:
         started = time.monotonic()
         refusal, verified = await anyio.to_thread.run_sync(self._check, username, password)
         if refusal is None and verified:
-            await anyio.to_thread.run_sync(self._throttle.record_success, username, address)
+            await anyio.to_thread.run_sync(self._throttle.record_success, username, caller.key)
             await self._audit(username, address, "login", "success")
             return self._tokens.issue(username)
         await anyio.to_thread.run_sync(self._throttle.prune)

@@ -1,18 +1,37 @@
 """Login throttling, kept in the database so that every process, and a restart, agree.
 
-A stranger must not lock anyone out, and no number of addresses may guess one password
-faster than a fixed rate. Three kinds of row in `login_throttles`:
+A stranger must not lock anyone out, and no number of callers may guess one password
+faster than a fixed rate. A caller is who auth/callers.py says: a caller on this host is
+its OS user ("uid:1001", however many of 127.0.0.0/8's addresses it uses), one from
+elsewhere its address (a trusted proxy's X-Forwarded-For). Three kinds of row in
+`login_throttles`:
 
-* `address`: failures from one client address, whatever the name. Past `per_address` in
-  the window, that address is refused (429) for a period that doubles up to an hour. It
-  only ever stops the address that failed.
+* `address` (the caller): its failures, whatever the name. Past `per_address` in the
+  window, that caller is refused (429) for a period that doubles up to an hour. It only
+  ever stops the caller that failed: a local user's failures block that user alone.
 * `user`: password checks of one name. The first `free` failures in the window are checked
   at once; after them, the name's checks are serialised: each takes the next slot,
   `interval` after the one before, and waits for it (slowed, not refused). However many
-  addresses guess, the name's password is checked at most once per `interval`; only a
+  callers guess, the name's password is checked at most once per `interval`; only a
   wait longer than `max_wait` (a queue full of guesses) is refused with 429.
-* `pair` (address and name): an address has at most one check of a name waiting for its
-  slot, so that one address cannot fill the queue ahead of everyone else.
+* `pair` (caller and name): a caller has at most one check of a name waiting for its
+  slot, so that one caller cannot fill the queue ahead of everyone else.
+
+What holds, then. A name's password is checked at most `free` times per `window`, plus
+once per `interval` (5 + 180 in 15 minutes), whoever and however many guess. Its queue
+holds at most one waiting guess per caller: one per local account attacking, one per
+remote address. The right password from a caller that has not failed waits for at most
+as many slots as there are callers ahead of it (never refused while fewer than
+`max_wait / interval`, 12, others wait), and one caller's failures never refuse another.
+
+What does not hold. Twelve local accounts working together (or twelve remote addresses,
+cheap in IPv6) can keep a name's queue full, and its owner then gets 429 like them; the
+bound is on each account, not on their number. A caller forwarded by a trusted proxy is
+the address in its X-Forwarded-For: trust a proxy on loopback (TRUSTED_PROXIES=127.0.0.1)
+and every local user may connect from there and name any address (the compose file keeps
+its nginx in a network of its own). A loopback caller whose socket
+cannot be found (it hung up, or the host holds more sockets than one lookup reads) is
+refused rather than guessed at.
 
 An attempt is counted when it is admitted, so that concurrent ones cannot all pass as the
 first; a right password gives its count back.
@@ -59,18 +78,18 @@ class Throttle:
         self._database = database
         self.limits = limits or Limits()
 
-    def admit(self, username: str, address: str) -> Admission:
+    def admit(self, username: str, caller: str) -> Admission:
         try:
-            return self._admit(username, address)
+            return self._admit(username, caller)
         except IntegrityError:  # another process inserted the same first row: once more
-            return self._admit(username, address)
+            return self._admit(username, caller)
 
-    def _admit(self, username: str, address: str) -> Admission:
+    def _admit(self, username: str, caller: str) -> Admission:
         now = utcnow()
         with self._database.session() as session:
             # always the same order of rows, so that two processes never deadlock
-            by_address = self._row(session, "address", address, now)
-            pair = self._row(session, "pair", _pair(username, address), now)
+            by_address = self._row(session, "address", caller, now)
+            pair = self._row(session, "pair", _pair(username, caller), now)
             name = self._row(session, "user", username, now)
             for row in (by_address, pair):
                 if row.blocked_until is not None and row.blocked_until > now:
@@ -103,10 +122,10 @@ class Throttle:
                 row.blocked_until = None
         return row
 
-    def record_success(self, username: str, address: str) -> None:
+    def record_success(self, username: str, caller: str) -> None:
         """The password was right: give back the count its admission took."""
         with self._database.session() as session:
-            for scope, key in (("address", address), ("user", username)):
+            for scope, key in (("address", caller), ("user", username)):
                 row = session.get(LoginThrottle, (scope, key), with_for_update=True)
                 if row is not None:
                     row.failures = max(row.failures - 1, 0)
@@ -130,9 +149,9 @@ class Throttle:
                 session.delete(row)
 
 
-def _pair(username: str, address: str) -> str:
-    # a name is up to 255 characters, as the key is: hashed together with the address
-    return hashlib.sha256(f"{address}\0{username}".encode()).hexdigest()
+def _pair(username: str, caller: str) -> str:
+    # a name is up to 255 characters, as the key is: hashed together with the caller
+    return hashlib.sha256(f"{caller}\0{username}".encode()).hexdigest()
 
 
 def _seconds(delta: timedelta) -> int:

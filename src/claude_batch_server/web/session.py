@@ -38,7 +38,7 @@ def csrf_token(key: str, user: User) -> str:
 
 
 def is_https(request: Request) -> bool:
-    # behind a trusted proxy uvicorn has already taken the scheme from X-Forwarded-Proto
+    # behind a trusted proxy api/proxy.py has already taken the scheme from X-Forwarded-Proto
     return request.url.scheme == "https"
 
 

@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from claude_batch_server.api.deps import ClientAddress, CurrentUser, ServicesDep
+from claude_batch_server.api.deps import ClientAddress, CurrentUser, LoginCaller, ServicesDep
 from claude_batch_server.api.schemas.auth import (
     LoginRequest,
     LoginResponse,
@@ -12,8 +12,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login", response_model=LoginResponse, responses={401: {}, 429: {}})
-async def login(body: LoginRequest, services: ServicesDep, address: ClientAddress) -> LoginResponse:
-    issued = await services.auth.login(body.username, body.password, address)
+async def login(body: LoginRequest, services: ServicesDep, caller: LoginCaller) -> LoginResponse:
+    issued = await services.auth.login(body.username, body.password, caller)
     return LoginResponse(token=issued.token, user=body.username, expires=issued.expires)
 
 

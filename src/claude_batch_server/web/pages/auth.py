@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from claude_batch_server.api.deps import ClientAddress, ServicesDep
+from claude_batch_server.api.deps import ClientAddress, LoginCaller, ServicesDep
 from claude_batch_server.errors import TooManyRequests, Unauthenticated
 from claude_batch_server.web.deps import page_router
 from claude_batch_server.web.render import page
@@ -46,7 +46,7 @@ async def login_page(request: Request, next: str = "/ui/") -> Response:
 async def login(
     request: Request,
     services: ServicesDep,
-    address: ClientAddress,
+    caller: LoginCaller,
     username: Annotated[str, Form(max_length=MAX_FIELD)] = "",
     password: Annotated[str, Form(max_length=MAX_FIELD)] = "",
     login_token: Annotated[str, Form(max_length=128)] = "",
@@ -54,7 +54,7 @@ async def login(
 ) -> Response:
     check_login_form(request, login_token)
     try:
-        issued = await services.auth.login(username, password, address)
+        issued = await services.auth.login(username, password, caller)
     except TooManyRequests as error:
         response = _login_form(request, 429, error=error.detail, username=username, next=next)
         response.headers["Retry-After"] = str(error.retry_after)
