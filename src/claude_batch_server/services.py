@@ -37,6 +37,7 @@ from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Notifier, Topic
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 JOB_LEASE = timedelta(seconds=30)
@@ -59,6 +60,7 @@ class Services:
     containment: Containment
     sandbox: Sandbox
     results: ResultService
+    notifier: Notifier
 
     def active_jobs_of(self, repo_id: str) -> int:
         return self.jobs.active_jobs_of(repo_id)
@@ -123,6 +125,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings.webhook_secret,
         settings.WEBHOOK_ALLOWED_HOSTS,
     )
+    notifier = Notifier(database.url)
     dispatcher, jobs = _job_engine(
         settings,
         database,
@@ -132,6 +135,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         executor,
         sandbox,
         results,
+        notifier,
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -150,6 +154,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         containment,
         sandbox,
         results,
+        notifier,
     )
 
 
@@ -166,6 +171,7 @@ def _job_engine(
     executor: Executor,
     sandbox: Sandbox,
     results: ResultService,
+    notifier: Notifier,
 ) -> tuple[Dispatcher, JobService]:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
@@ -188,6 +194,10 @@ def _job_engine(
     )
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, runner, guard)
+    # what other server processes on the database changed: each handler looks it up
+    notifier.subscribe(Topic.QUEUE, lambda _: dispatcher.wake())
+    notifier.subscribe(Topic.CANCEL, dispatcher.cancel_noticed)
+    notifier.subscribe(Topic.EVENTS, broker.publish)
     jobs = JobService(
         database, queue, dispatcher, events, broker, images, workspaces, repositories, results
     )

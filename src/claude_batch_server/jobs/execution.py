@@ -38,6 +38,7 @@ from claude_batch_server.logs import log
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Topic, publish_in
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
@@ -330,6 +331,7 @@ class JobRunner:
         if connection.scalar(_FINISH, params) is None:  # deleted while it ran, or not ours
             return []
         self._results.ended_in(connection, job_id)
+        publish_in(connection, Topic.QUEUE)  # its slot is free, for any process to fill
         return [ended] if started is None else [started, ended]
 
     def _ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:

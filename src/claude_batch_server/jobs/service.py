@@ -28,6 +28,7 @@ from claude_batch_server.repositories.service import RepositoryService, RepoStat
 from claude_batch_server.repositories.validation import check_text
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Topic, publish_in
 from claude_batch_server.store.tables import JOBS, Job, JobEvent, UTCDateTime, detached, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
@@ -200,6 +201,8 @@ class JobService:
             claim, more = (None, True)
             if self._dispatcher.accepts():
                 claim, more = self._queue.claim_in(connection)
+            if more:  # for whichever process has a slot free
+                publish_in(connection, Topic.QUEUE)
         if claim is not None:
             self._dispatcher.hand_over(claim)
         if more:
@@ -237,7 +240,10 @@ class JobService:
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
                 .values(cancel_requested=True)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            publish_in(session, Topic.CANCEL, job_id)  # for the process that runs it
+            return True
 
     async def delete(self, job: Job) -> None:
         """Stops the job if it runs, then removes its workspace, images and record."""
@@ -302,8 +308,9 @@ class JobService:
     async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
         """The job's events after `after`, live, until the job has ended and all are sent.
 
-        Woken at once by runs of this process; a run in another process is noticed
-        within `FOLLOW_POLL` seconds."""
+        Woken at once by runs of this process, and by those of other processes on the
+        same PostgreSQL through their notifications; at worst, news is noticed within
+        `FOLLOW_POLL` seconds."""
         wake = self._broker.subscribe(job_id)
         try:
             while True:

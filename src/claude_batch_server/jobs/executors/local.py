@@ -66,7 +66,7 @@ class LocalExecutor:
         self._release(job.id)
         return killed
 
-    def sweep(self, keep: Iterable[str]) -> int:
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
         return self._containment.sweep(keep)
 
 
