@@ -162,12 +162,17 @@ class Database:
         """`session` without the ORM, for the hot paths where its bookkeeping costs more
         than the statements: one transaction, committed on success, rolled back on any
         error."""
+        hooks: list[Callable[[], None]] = []
         with self._writer_turn():
             with self.engine.begin() as connection:
+                connection.info[_COMMIT_HOOKS] = hooks
                 try:
                     yield connection
                 finally:  # taken off whatever happens: the pooled connection lives on
-                    hooks = connection.info.pop(_COMMIT_HOOKS, [])
+                    # (unless the database cut it: then it is gone, and asking for its
+                    # info would hide the error behind one of SQLAlchemy's)
+                    if not connection.invalidated:
+                        del connection.info[_COMMIT_HOOKS]
             for hook in hooks:  # committed
                 hook()
 
