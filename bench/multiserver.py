@@ -1,5 +1,6 @@
 """Two servers on one PostgreSQL: how soon a job started through a full server runs on the
-other one, woken by a notification (LISTEN/NOTIFY) or, without one, by its tick.
+other one, woken by a notification (LISTEN/NOTIFY) or, without one, by its tick; and how
+soon a follower on one server sees the lines of a job the other runs.
 
     .venv/bin/python -m bench.multiserver [--jobs 30] [--baseline SRC]
 
@@ -11,17 +12,24 @@ it (server clock; same machine). The agent is a stand-in that answers at once.
 `--baseline SRC` measures servers run from another source tree as well (`git archive
 <commit> src | tar -x -C DIR`, then SRC=DIR/src), e.g. the commit before notifications,
 where only B's tick (2 s) notices the job.
+followed: a job that A runs prints a line every 0.2 s; from A's stamp on each line (when
+it read it) to its arrival at a follower of the job's event stream through B (client
+clock). Without notifications B's follower looks every second.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 from tests.support.api import Api, home_of, make_git_repo
 from tests.support.mounts import unmount_beneath
 from tests.support.postgres import running_cluster
@@ -30,10 +38,15 @@ from tests.support.users import UserFactory
 
 from bench.queue import RESULT
 
-# answers at once, unless its prompt says to hold the slot
+TICKS = 20  # lines of the job that is followed, TICK_EVERY seconds apart
+# answers at once, unless its prompt says to hold the slot, or to print lines a while
 STAND_IN = f"""#!/bin/sh
-if grep -q hold-the-slot; then exec sleep 1000; fi
+prompt=$(cat)
+case $prompt in *hold-the-slot*) exec sleep 1000;; esac
 echo '{{"type":"system","subtype":"init","session_id":"bench"}}'
+case $prompt in *tick-lines*)
+    for i in $(seq {TICKS}); do sleep 0.2; echo '{{"type":"system","subtype":"tick"}}'; done;;
+esac
 echo '{RESULT}'
 """
 
@@ -72,6 +85,31 @@ def samples(through_a: Api, jobs: int) -> list[float]:
     return [s * 1000 for s in claimed]
 
 
+def follow_latency(through_a: Api, through_b: Api) -> list[float]:
+    """Milliseconds from a line of a job that A runs (as A stamped it on reading it) to its
+    arrival at a follower of the job's event stream on B (client clock, same machine)."""
+    job_id = through_a.create_job("bench", "tick-lines")["jobId"]
+    arrivals: list[tuple[datetime, dict[str, Any]]] = []
+
+    def read() -> None:
+        path = f"/jobs/{job_id}/events"
+        with through_b.http.stream("GET", path, timeout=httpx.Timeout(120)) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    arrivals.append((datetime.now(UTC), json.loads(line.removeprefix("data:"))))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_for(lambda: through_b.job(job_id)["status"] == "created", 10, "the follower")
+    through_a.start(job_id)  # A has a free slot: it claims the job itself
+    reader.join(120)
+    return [
+        (at - datetime.fromisoformat(event["time"])).total_seconds() * 1000
+        for at, event in arrivals
+        if event.get("type") == "system" and event["event"].get("subtype") == "tick"
+    ]
+
+
 def measure(label: str, source: Path | None, args: argparse.Namespace) -> str:
     users = UserFactory()
     with (
@@ -89,6 +127,9 @@ def measure(label: str, source: Path | None, args: argparse.Namespace) -> str:
             claimed = samples(api, args.jobs)
             api.http.post(f"/jobs/{holder}/cancel")
             wait_for(lambda: api.job(holder)["status"] == "cancelled", 60, "the holder's end")
+            followed: list[float] = []
+            if source is None:  # before them, event pages failed on PostgreSQL
+                followed = follow_latency(api, Api(second, api.user))
             api.close()
         finally:
             second.stop()
@@ -96,10 +137,15 @@ def measure(label: str, source: Path | None, args: argparse.Namespace) -> str:
             users.cleanup()
             unmount_beneath(root)
     quick = sum(ms < 100 for ms in claimed)
-    return (
+    line = (
         f"| {label} | {args.jobs} | {statistics.median(claimed):.1f} | {max(claimed):.1f} | "
         f"{quick} |"
     )
+    if followed:
+        median, worst = statistics.median(followed), max(followed)
+        line += f"\n\nfollowed through B: {len(followed)} lines, median {median:.1f} ms"
+        line += f", max {worst:.1f} ms"
+    return line
 
 
 def main() -> None:

@@ -3,10 +3,10 @@ runs them, keeps their leases alive, and ends the jobs a dead dispatcher left be
 
 Dispatch is event driven. A start (or resume) that finds a slot free claims in its own
 transaction and hands the claim over; otherwise it wakes the dispatcher, as does a run's
-end while jobs wait. Other processes on the same PostgreSQL
-database wake it through notifications (store/notify.py): a job queued there while that
-process was full, a run's end there, a cancel of a job that runs here. A tick every `TICK`
-seconds renews leases and notices what those may have missed, and a lapsed lease.
+end while jobs wait. Other processes on the same PostgreSQL database wake it through
+notifications (store/notify.py): a job queued there while that process was full, a run's
+end there, a cancel of a job that runs here. A tick every `TICK` seconds renews leases and
+notices what those may have missed, and a lapsed lease.
 """
 
 from __future__ import annotations
