@@ -1,16 +1,20 @@
 """Benchmark of the copy-on-write workspace strategies on one filesystem.
 
-    sudo .venv/bin/python bench/workspaces.py DIR [--files N] [--size-mb MB] [--reps N]
-                                                   [--scale K]
+    sudo .venv/bin/python -m bench.workspaces DIR [--files N] [--size-mb MB] [--reps N]
+                                                  [--scale K] [--strategy NAME ...] [--no-peers]
 
-Builds a synthetic repository in DIR (N files of MB in all, in nested folders, with a few
-commits, packed), adopts it as the server does, then measures every strategy that works
-there, and as peers `git worktree add` and `cp -a --reflink=never` (each followed by the
-`chown -R` that makes it the user's). For each: the median time until a workspace is
-ready for its user -- the first job of a user (which pays for a per-user base where the
-strategy keeps one) apart from every later job -- and the disk each adds, measured as the
-filesystem's free-space delta after a sync (du would count shared extents again). Prints
-a markdown table; everything made in DIR is removed afterwards. Needs root.
+Builds a synthetic upstream repository in DIR (N files of MB in all, in nested folders, with
+a few commits, packed), clones and adopts it as the server does, then measures every
+strategy that works there (or those named), and as peers `git worktree add` and
+`cp -a --reflink=never` (each followed by the `chown -R` that makes it the user's). For each:
+the median time until a workspace is ready for its user -- the first job of a new user, every
+later job of a user, and, after a pull (a new commit upstream, cloned and adopted), the first
+job of each user at the new commit, which pays for whatever a strategy keeps per user and
+commit -- the disk each adds, measured as the filesystem's free-space delta after a sync
+(du would count shared extents again), and the first `git status` as the user in a first
+job's workspace at the new commit and in a later job's, with the number of files whose stat
+data disagree with git's index there (each one git must read again). Prints a markdown
+table; everything made in DIR is removed afterwards. Needs root.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -57,8 +61,12 @@ class Row:
     per_job: list[float]  # seconds: later jobs of the same user
     disk_first: list[int]  # bytes added by a first job (its base included)
     disk_job: list[int]  # bytes added by a later job
-    status: float | None  # seconds of the first `git status` in a workspace
+    status: float | None  # seconds of the first `git status` in a later job's workspace
     remove: list[float]
+    new_commit: list[float] = field(default_factory=list)  # first job at a pulled commit
+    new_status: list[float] = field(default_factory=list)  # its first `git status`
+    stale: list[int] = field(default_factory=list)  # files git must read again there
+    stale_later: int | None = None  # and in a later job's workspace
 
 
 def main() -> None:
@@ -69,7 +77,7 @@ def main() -> None:
     top = args.directory / f"bench-{secrets.token_hex(4)}"
     top.mkdir(mode=0o755)
     try:
-        print(_run_all(top, files, size, args.reps))
+        print(_run_all(top, files, size, args))
     finally:
         trees.remove_tree(top)
 
@@ -81,30 +89,57 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--scale", type=int, default=1, help="multiply files and size")
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        choices=[strategy.value for strategy in CowStrategy if strategy is not CowStrategy.AUTO],
+        help="measure only this strategy (repeat for several); default: all that work",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="skip worktree and cp")
     return parser.parse_args()
 
 
-def _run_all(top: Path, files: int, size: int, reps: int) -> str:
+def _run_all(top: Path, files: int, size: int, args: argparse.Namespace) -> str:
     data_dir = top / "data"
     data_dir.mkdir(mode=0o755)
-    staging = data_dir / "staging"
+    upstream = top / "upstream"
     _log(f"building {files} files, {size // MB} MB")
-    commit = build_repository(staging, files, size)
+    commit = build_repository(upstream, files, size)
     probe = WorkspaceEngine(data_dir, CowStrategy.AUTO)
-    started = time.perf_counter()
-    repo = probe.adopt_repository(staging, "bench")
-    adopt = time.perf_counter() - started
+    adopt, repo = _pull(probe, upstream, data_dir)
     stored = _allocated(repo)
     available = cast(dict[str, bool], probe.report()["available"])
+    wanted = args.strategy or list(available)
+    engines = [
+        WorkspaceEngine(data_dir, CowStrategy(name))
+        for name, works in available.items()
+        if works and name in wanted
+    ]
     rows = []
-    for name in (name for name, works in available.items() if works):
-        _log(f"strategy {name}")
-        engine = WorkspaceEngine(data_dir, CowStrategy(name))
-        rows.append(_measure_strategy(engine, data_dir, commit, reps, stored))
-    _log("peers")
-    rows.append(_measure_peer("`git worktree add` + chown", _worktree(repo, commit), top, reps))
-    rows.append(_measure_peer("`cp -a --reflink=never` + chown", _cp(repo), top, reps))
-    return _table(probe.report(), files, size, stored, adopt, rows)
+    for engine in engines:
+        _log(f"strategy {engine.strategy_name}")
+        rows.append(_measure_strategy(engine, data_dir, commit, args.reps, stored))
+    _log("a pull: a new commit upstream, cloned and adopted")
+    new = _advance(upstream, files)
+    pull, _ = _pull(probe, upstream, data_dir)
+    for engine, row in zip(engines, rows, strict=True):
+        _log(f"strategy {engine.strategy_name} at the new commit")
+        _measure_new_commit(engine, row, data_dir, new, args.reps, stored)
+    if not args.no_peers:
+        _log("peers")
+        rows.append(_measure_peer("`git worktree add` + chown", _worktree(repo, new), top, args))
+        rows.append(_measure_peer("`cp -a --reflink=never` + chown", _cp(repo), top, args))
+    return _table(probe.report(), files, size, stored, (adopt, pull), rows)
+
+
+def _pull(engine: WorkspaceEngine, upstream: Path, data_dir: Path) -> tuple[float, Path]:
+    """Clone `upstream` as the repository service does and adopt the clone: the seconds the
+    adoption took (the clone aside), and the stored tree."""
+    staging = data_dir / "staging"
+    _git(upstream, "clone", "--quiet", "--no-hardlinks", str(upstream), str(staging))
+    started = time.perf_counter()
+    repo = engine.adopt_repository(staging, "bench")
+    return time.perf_counter() - started, repo
 
 
 def build_repository(path: Path, files: int, size: int) -> str:
@@ -127,6 +162,16 @@ def build_repository(path: Path, files: int, size: int) -> str:
             _write(path / name, (path / name).stat().st_size)
         _git(path, "commit", "--quiet", "-am", f"change {round_ + 1}")
     _git(path, "repack", "-a", "-d", "-q")
+    return _git(path, "rev-parse", "HEAD")
+
+
+def _advance(path: Path, files: int) -> str:
+    """A new commit on top of `path` that changes 2% of its files, as a pull brings."""
+    rng = random.Random(files)
+    tracked = _git(path, "ls-files").splitlines()
+    for name in rng.sample(tracked, max(1, len(tracked) // 50)):
+        _write(path / name, (path / name).stat().st_size)
+    _git(path, "commit", "--quiet", "-am", "pulled")
     return _git(path, "rev-parse", "HEAD")
 
 
@@ -155,8 +200,12 @@ def _measure_strategy(
         )
         times.append(seconds)
         disk.append(added)
+        # git's first status in one workspace, the stat check in another: a status after
+        # diff-files would find the overlay's inodes made already
         if job == "job0":
             row.status = _git_status(engine.workspace_path(job))
+        if job == "job1":
+            row.stale_later = _stale(engine.workspace_path(job), FIRST_UID)
         if added > stored // 4:  # a real copy: make room for the next one
             row.remove.append(_timed(data_dir, engine.remove_workspace, job)[0])
         else:
@@ -165,11 +214,31 @@ def _measure_strategy(
     return row
 
 
-def _measure_peer(name: str, make: Callable[[Path], None], top: Path, reps: int) -> Row:
+def _measure_new_commit(
+    engine: WorkspaceEngine, row: Row, data_dir: Path, commit: str, reps: int, stored: int
+) -> None:
+    """The first job of each user of `_measure_strategy` at the commit a pull brought, the
+    first `git status` in its workspace, and the stat check in a second one."""
+    for user in range(reps):
+        account = _account(user)
+        seconds, _ = _timed(
+            data_dir, engine.create_workspace, "bench", commit, f"pulled{user}", account
+        )
+        row.new_commit.append(seconds)
+        row.new_status.append(_git_status(engine.workspace_path(f"pulled{user}"), account.uid))
+        engine.create_workspace("bench", commit, f"check{user}", account)
+        row.stale.append(_stale(engine.workspace_path(f"check{user}"), account.uid))
+        engine.remove_workspace(f"pulled{user}")
+        engine.remove_workspace(f"check{user}")
+
+
+def _measure_peer(
+    name: str, make: Callable[[Path], None], top: Path, args: argparse.Namespace
+) -> Row:
     """A peer makes a tree per job; only a real copy can run `git status` as the user
     (a worktree's git data stays in the root-only repository)."""
     row = Row(name, [], [], [], [], None, [])
-    for rep in range(reps):
+    for rep in range(args.reps):
         target = top / f"peer{rep}"
         seconds, added = _timed(top, make, target)
         row.per_job.append(seconds)
@@ -221,17 +290,27 @@ def _free(where: Path) -> int:
 def _git_status(workspace: Path, uid: int = FIRST_UID) -> float:
     """The first `git status` as the user: fast only if git's index matches the files."""
     started = time.perf_counter()
-    subprocess.run(
-        ["git", "status", "--porcelain"],
+    _as_user(workspace, uid, "status", "--porcelain")
+    return time.perf_counter() - started
+
+
+def _stale(workspace: Path, uid: int) -> int:
+    """How many files' stat data disagree with git's index (diff-files compares no bytes):
+    each one git reads again on the first status."""
+    return len(_as_user(workspace, uid, "diff-files", "--name-only").splitlines())
+
+
+def _as_user(workspace: Path, uid: int, *args: str) -> bytes:
+    return subprocess.run(
+        ["git", *args],
         cwd=workspace,
         user=uid,
         group=uid,
         extra_groups=[],
         env=USER_ENV,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
         check=True,
-    )
-    return time.perf_counter() - started
+    ).stdout
 
 
 def _account(number: int) -> Account:
@@ -253,31 +332,47 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def _table(
-    report: dict[str, object], files: int, size: int, stored: int, adopt: float, rows: list[Row]
+    report: dict[str, object],
+    files: int,
+    size: int,
+    stored: int,
+    adoptions: tuple[float, float],
+    rows: list[Row],
 ) -> str:
     lines = [
         f"Filesystem {report['filesystem']} ({report['dataDir']}); auto picks "
         f"`{report['strategy']}`. Repository: {files} files, {size // MB} MB of content, "
-        f"{stored / MB:.0f} MB stored with .git; adopted in {adopt:.2f} s.",
+        f"{stored / MB:.0f} MB stored with .git; adopted in {adoptions[0]:.2f} s, "
+        f"a pull of a new commit (2% of the files changed) adopted in {adoptions[1]:.2f} s.",
         "",
-        "| method | first job of a user | later jobs | per-job range | disk, first job "
-        "| disk per later job | first `git status` | remove |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | first job of a new user | first job at a new commit | later jobs "
+        "| per-job range | disk, first job | disk per later job | first `git status`, "
+        "first job at a new commit | files to re-read there | first `git status`, "
+        "later job | files to re-read there | remove |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [_line(row, stored) for row in rows]
     return "\n".join(lines)
 
 
 def _line(row: Row, stored: int) -> str:
-    first = _ms(statistics.median(row.first)) if row.first else "-"
+    first = _median_ms(row.first)
+    new_commit = _median_ms(row.new_commit)
     disk_first = _disk(int(statistics.median(row.disk_first)), stored) if row.disk_first else "-"
     spread = f"{_ms(min(row.per_job))} .. {_ms(max(row.per_job))}"
     status = _ms(row.status) if row.status is not None else "-"
+    stale = f"{statistics.median(row.stale):.0f}" if row.stale else "-"
+    stale_later = "-" if row.stale_later is None else str(row.stale_later)
     return (
-        f"| {row.method} | {first} | {_ms(statistics.median(row.per_job))} | {spread} "
-        f"| {disk_first} | {_disk(int(statistics.median(row.disk_job)), stored)} "
-        f"| {status} | {_ms(statistics.median(row.remove))} |"
+        f"| {row.method} | {first} | {new_commit} | {_ms(statistics.median(row.per_job))} "
+        f"| {spread} | {disk_first} | {_disk(int(statistics.median(row.disk_job)), stored)} "
+        f"| {_median_ms(row.new_status)} | {stale} | {status} | {stale_later} "
+        f"| {_ms(statistics.median(row.remove))} |"
     )
+
+
+def _median_ms(seconds: list[float]) -> str:
+    return _ms(statistics.median(seconds)) if seconds else "-"
 
 
 def _ms(seconds: float) -> str:

@@ -288,6 +288,10 @@ DATA_DIR=$data_dir
 # free space kept on DATA_DIR (2G, 500M or a percentage); below it the job that grew most
 # is stopped and new starts wait
 #DATA_DIR_MIN_FREE=5%
+# disk one job may add to its workspace where DATA_DIR offers per-job quotas (XFS or ext4
+# with prjquota, btrfs with quotas enabled and COW_STRATEGY=btrfs); empty: DATA_DIR's size
+# divided by MAX_CONCURRENT_JOBS, 0: no quota
+#JOB_DISK_MAX=
 # auto (Landlock where the kernel offers it), on (refuse to start without it) or off: a
 # sandboxed job writes only its workspace, its Claude Code state and its own TMPDIR
 #JOB_SANDBOX=auto

@@ -29,6 +29,7 @@ from tests.support.users import UserFactory
         ("TRUSTED_PROXIES", "nginx"),
         ("DATA_DIR_MIN_FREE", "120%"),
         ("DATA_DIR_MIN_FREE", "lots"),
+        ("JOB_DISK_MAX", "lots"),
         ("JOB_OUTPUT_MAX_MB", "0"),
         ("JOB_SANDBOX", "maybe"),
     ],
@@ -96,6 +97,17 @@ def test_generated_key_is_kept_with_mode_0600(
 def test_min_free_space_is_a_size_or_a_share(value: str, total: int, expected: int) -> None:
     settings = Settings(DATA_DIR_MIN_FREE=value)
     assert settings.min_free_bytes(total) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "total", "expected"),
+    [("", 1000, 200), ("10%", 1000 << 20, 100 << 20), ("2G", 1, 2 << 30), ("0", 9, 0)],
+)
+def test_job_disk_max_is_a_size_a_share_or_a_fifth_by_default(
+    value: str, total: int, expected: int
+) -> None:
+    settings = Settings(JOB_DISK_MAX=value, MAX_CONCURRENT_JOBS=5)
+    assert settings.job_disk_max(total) == expected
 
 
 def test_job_sandbox_on_is_refused_where_the_kernel_has_no_landlock(

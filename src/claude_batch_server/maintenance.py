@@ -19,7 +19,7 @@ def recover(services: Services) -> None:
     ended = services.dispatcher.recover()
     swept = services.dispatcher.sweep()
     services.workspaces.collect()  # scratch of dead processes, trees no workspace uses
-    restored = services.jobs.restore_workspaces()
+    restored = services.retention.restore_workspaces()
     log.info("recovered", jobs_ended=ended, groups_killed=swept, workspaces_restored=restored)
 
 
@@ -32,7 +32,9 @@ async def retention_loop(services: Services) -> None:
     retention = timedelta(days=services.settings.JOB_RETENTION_DAYS)
     while True:
         try:
-            removed = await anyio.to_thread.run_sync(services.jobs.expire_workspaces, retention)
+            removed = await anyio.to_thread.run_sync(
+                services.retention.expire_workspaces, retention
+            )
             if removed:
                 log.info("retention", workspaces_removed=removed)
         except Exception:

@@ -242,12 +242,14 @@ def own_git_dir(git_dir: Path) -> None:
 
 
 def is_own(git_dir: Path) -> bool:
-    """Whether `own_git_dir` made this git dir (its configuration starts with our mark)."""
+    """Whether this git dir has the configuration `own_git_dir` writes now: one an older
+    version wrote is made again (at start, by the workspace engine)."""
     config = git_dir / "config"
     if config.is_symlink() or not config.is_file():
         return False
     with config.open("rb") as file:
-        return file.readline().rstrip(b"\n") == _MARK.encode()
+        text = file.read(4096)  # ours is far shorter: a longer one is not ours
+    return text in {_config(None).encode(), _config("sha256").encode()}
 
 
 _MARK: Final = "# written by claude-batch-server: git here runs only what is written here"
@@ -258,6 +260,11 @@ def _config(object_format: str | None) -> str:
     version = 1 if object_format else 0
     lines += ["[core]", f"\trepositoryformatversion = {version}", "\tbare = false"]
     lines += ["\tfilemode = true", "\tlogallrefupdates = true"]
+    # A workspace shows the stored files under its user's id (idmapped, chowned or copied),
+    # with new inode numbers and change times: git compares only the whole-second mtime,
+    # the size and the x bit, so the stored index holds for every user as it is, without a
+    # rehash of the tree (a file rewritten since has a new mtime, or a racy one is read).
+    lines += ["\tcheckStat = minimal"]
     if object_format:
         lines += ["[extensions]", f"\tobjectformat = {object_format}"]
     return "\n".join(lines) + "\n"

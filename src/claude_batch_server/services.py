@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,14 +26,20 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.execution import JobRunner
 from claude_batch_server.jobs.executors import executor_for
 from claude_batch_server.jobs.executors.base import Executor
 from claude_batch_server.jobs.images import ImageStore
+from claude_batch_server.jobs.journal import RunJournal
+from claude_batch_server.jobs.preparation import RunPreparer
 from claude_batch_server.jobs.queue import JobQueue, Limits, new_owner_id
+from claude_batch_server.jobs.reading import JobReader, active_jobs_in
+from claude_batch_server.jobs.retention import Retention
+from claude_batch_server.jobs.running import JobRunner
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.service import JobService
+from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.metrics import Metrics
+from claude_batch_server.quotas import DiskQuotas
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
@@ -52,7 +59,9 @@ class Services:
     health: HealthService
     workspaces: WorkspaceEngine
     repositories: RepositoryService
-    jobs: JobService
+    jobs: JobService  # the lifecycle
+    job_reader: JobReader  # reading and following
+    retention: Retention
     dispatcher: Dispatcher
     files: FileService
     metrics: Metrics
@@ -61,9 +70,6 @@ class Services:
     sandbox: Sandbox
     results: ResultService
     notifier: Notifier
-
-    def active_jobs_of(self, repo_id: str) -> int:
-        return self.jobs.active_jobs_of(repo_id)
 
     def audit(
         self, user: User, address: str, action: str, target: str
@@ -106,7 +112,8 @@ def build_services(settings: Settings, database: Database) -> Services:
         account_files=_account_files(settings),
     )
     containment = Containment.for_host(root_name(settings.DATA_DIR), _group_limits(settings))
-    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY)
+    quotas = DiskQuotas(settings.job_disk_max(_filesystem_size(settings.DATA_DIR)))
+    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas)
     health = HealthService(
         database,
         settings.DATA_DIR,
@@ -114,8 +121,12 @@ def build_services(settings: Settings, database: Database) -> Services:
         workspaces.workspaces_root,
         containment.flavour.value,
     )
-    repositories = RepositoryService(database, workspaces, settings.DATA_DIR, accounts.lookup)
-    sandbox = Sandbox(settings.JOB_SANDBOX, settings.DATA_DIR / "tmp")
+    repositories = RepositoryService(
+        database, workspaces, settings.DATA_DIR, accounts.lookup, active_jobs_in
+    )
+    sandbox = Sandbox(
+        settings.JOB_SANDBOX, settings.DATA_DIR / "tmp", workspaces.count_against_quota
+    )
     executor = executor_for(settings, containment, sandbox)
     results = ResultService(
         database,
@@ -126,7 +137,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings.WEBHOOK_ALLOWED_HOSTS,
     )
     notifier = Notifier(database.url)
-    dispatcher, jobs = _job_engine(
+    engine = _job_engine(
         settings,
         database,
         workspaces,
@@ -146,8 +157,10 @@ def build_services(settings: Settings, database: Database) -> Services:
         health,
         workspaces,
         repositories,
-        jobs,
-        dispatcher,
+        engine.jobs,
+        engine.job_reader,
+        engine.retention,
+        engine.dispatcher,
         files,
         metrics,
         executor,
@@ -158,8 +171,21 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
 
 
+def _filesystem_size(path: Path) -> int:
+    found = os.statvfs(path)
+    return found.f_blocks * found.f_frsize
+
+
 def _group_limits(settings: Settings) -> GroupLimits:
     return GroupLimits(settings.job_memory_max, settings.JOB_CPUS, settings.JOB_PIDS_MAX)
+
+
+@dataclass(frozen=True)
+class _JobEngine:
+    dispatcher: Dispatcher
+    jobs: JobService
+    job_reader: JobReader
+    retention: Retention
 
 
 def _job_engine(
@@ -172,33 +198,32 @@ def _job_engine(
     sandbox: Sandbox,
     results: ResultService,
     notifier: Notifier,
-) -> tuple[Dispatcher, JobService]:
+) -> _JobEngine:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
-    queue = JobQueue(database, limits, new_owner_id(), JOB_LEASE)
+    transitions = Transitions(new_owner_id(), results.ended_in)
+    queue = JobQueue(database, limits, transitions.owner, JOB_LEASE)
     events, broker = EventStore(database), Broker()
     images = ImageStore(settings.DATA_DIR / "uploads")
-    runner = JobRunner(
-        database,
+    preparer = RunPreparer(
         workspaces,
         images,
-        events,
-        broker,
         accounts.AccountCache(accounts.lookup, _account_files(settings)),
         settings.CLAUDE_COMMAND,
         timedelta(hours=settings.JOB_TIMEOUT_HOURS),
-        executor,
         metrics,
-        queue.owner,
-        settings.JOB_OUTPUT_MAX_MB,
-        results,
     )
+    journal = RunJournal(database, events, broker, transitions, metrics, settings.JOB_OUTPUT_MAX_MB)
+    runner = JobRunner(preparer, executor, journal, metrics)
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, runner, guard)
     # what other server processes on the database changed: each handler looks it up
     notifier.subscribe(Topic.QUEUE, lambda _: dispatcher.wake())
     notifier.subscribe(Topic.CANCEL, dispatcher.cancel_noticed)
     notifier.subscribe(Topic.EVENTS, broker.publish)
+    reader = JobReader(database, queue, events, broker)
     jobs = JobService(
-        database, queue, dispatcher, events, broker, images, workspaces, repositories, results
+        database, transitions, queue, dispatcher, reader, images, workspaces, repositories, results
     )
-    return dispatcher, jobs
+    return _JobEngine(
+        dispatcher, jobs, reader, Retention(database, workspaces, images, transitions)
+    )

@@ -12,7 +12,14 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claude_batch_server.jobs import landlock
@@ -96,6 +103,7 @@ class Settings(BaseSettings):
     EXECUTOR: ExecutorKind = ExecutorKind.LOCAL
     JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
     DATA_DIR_MIN_FREE: str = "5%"
+    JOB_DISK_MAX: str = ""  # empty: DATA_DIR's size ÷ MAX_CONCURRENT_JOBS; 0: no quota
     WEBHOOK_URL: str = Field("", max_length=2048, pattern=r"^(https?://[^\x00-\x20\x7f]+)?$")
     WEBHOOK_SECRET: SecretStr | None = None
     WEBHOOK_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
@@ -143,21 +151,24 @@ class Settings(BaseSettings):
             raise ValueError("on, but this kernel offers no Landlock")
         return value
 
-    @field_validator("DATA_DIR_MIN_FREE")
+    @field_validator("DATA_DIR_MIN_FREE", "JOB_DISK_MAX")
     @classmethod
-    def _free_space(cls, value: str) -> str:
-        if not (_PERCENT.fullmatch(value) or _SIZE.fullmatch(value)):
+    def _free_space(cls, value: str, info: ValidationInfo) -> str:
+        if (value or info.field_name != "JOB_DISK_MAX") and not (
+            _PERCENT.fullmatch(value) or _SIZE.fullmatch(value)
+        ):
             raise ValueError("must be a size such as 2G or 500M, or a percentage below 100%")
         return value
 
     def min_free_bytes(self, total: int) -> int:
         """DATA_DIR_MIN_FREE in bytes, for a filesystem of `total` bytes."""
-        percent = _PERCENT.fullmatch(self.DATA_DIR_MIN_FREE)
-        if percent:
-            return int(total * float(percent.group(1)) / 100)
-        size = _SIZE.fullmatch(self.DATA_DIR_MIN_FREE)
-        assert size is not None, "checked when read"
-        return int(size.group(1)) * _UNITS[size.group(2).upper()]
+        return _bytes_of(self.DATA_DIR_MIN_FREE, total)
+
+    def job_disk_max(self, total: int) -> int:
+        """JOB_DISK_MAX in bytes (0: no quota), for a DATA_DIR of `total` bytes."""
+        if not self.JOB_DISK_MAX:
+            return total // self.MAX_CONCURRENT_JOBS
+        return _bytes_of(self.JOB_DISK_MAX, total)
 
     @field_validator("WEBHOOK_SECRET")
     @classmethod
@@ -207,6 +218,16 @@ class Settings(BaseSettings):
         if self.WEBHOOK_SECRET is not None:
             return self.WEBHOOK_SECRET.get_secret_value()
         return _stored_key(self.DATA_DIR / WEBHOOK_KEY_FILE, _new_webhook_secret)
+
+
+def _bytes_of(value: str, total: int) -> int:
+    """A size (`2G`, `500M`) or a percentage of `total`, in bytes."""
+    percent = _PERCENT.fullmatch(value)
+    if percent:
+        return int(total * float(percent.group(1)) / 100)
+    size = _SIZE.fullmatch(value)
+    assert size is not None, "checked when read"
+    return int(size.group(1)) * _UNITS[size.group(2).upper()]
 
 
 def _new_webhook_secret() -> str:

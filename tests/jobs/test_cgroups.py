@@ -14,6 +14,7 @@ import pytest
 
 from claude_batch_server.cgroups import detect, v1, v2
 from claude_batch_server.cgroups.base import ControlGroups, Flavour, Limits, members
+from claude_batch_server.jobs import spawner
 from claude_batch_server.jobs.containment import Containment
 from tests.support.server import wait_for
 
@@ -174,3 +175,29 @@ def test_the_sweep_kills_only_groups_of_jobs_not_running(root: str) -> None:
     finally:
         contained.end("alive")
         kept.wait(5)
+
+
+def test_the_spawners_child_is_born_in_the_v2_group_and_joins_each_v1_one(root: str) -> None:
+    groups = detect(root)
+    assert isinstance(groups, v1.V1Groups) and groups.tracker is not None
+    procs = groups.create("job-1", Limits())
+    reader, writer = os.pipe()
+    pid, joined = spawner._fork(procs)
+    if pid == 0:  # the child: as the spawner's does, then tell where it is
+        try:
+            born = Path("/proc/self/cgroup").read_text()
+            spawner._join(procs, joined)
+            os.write(writer, (born + "--\n" + Path("/proc/self/cgroup").read_text()).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as report:
+        born, _, now = report.read().partition("--\n")
+    os.waitpid(pid, 0)
+
+    group = f"/{root}/job-1"
+    assert joined == str(groups.tracker.parent / "job-1" / "cgroup.procs")  # clone3 did it
+    assert any(line.startswith("0::") and line.endswith(group) for line in born.splitlines())
+    where = dict(line.split(":", 2)[1:] for line in now.splitlines())
+    for controller in ("memory", "cpu", "cpuacct", "pids", "freezer", ""):
+        assert where[controller].endswith(group), controller

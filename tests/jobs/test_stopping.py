@@ -101,3 +101,23 @@ def test_a_killed_server_loses_no_job(
     assert "server stopped" in ended["error"]
     assert alice.wait_ended(waiting["jobId"])["status"] == "completed"
     wait_for(lambda: processes_of(alice) == [], 30, "no process of the user")
+
+
+def test_a_repository_with_a_running_or_queued_job_is_not_removed(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.add_script("hang-forever", [Hang()])
+    alice = job_world(MAX_CONCURRENT_JOBS="1").member()
+    running = alice.run(alice.repo, f"Hang {marker('hang-forever')}")
+    alice.wait_status(running["jobId"], {"running"})
+    queued = alice.run(alice.repo, "Wait your turn")
+
+    refused = alice.http.delete(f"/repositories/{alice.repo}")
+    assert refused.status_code == 409
+    assert "2 queued or running jobs" in refused.json()["detail"]
+
+    assert alice.http.post(f"/jobs/{queued['jobId']}/cancel").status_code == 202
+    assert alice.http.post(f"/jobs/{running['jobId']}/cancel").status_code == 202
+    assert alice.wait_ended(running["jobId"])["status"] == "cancelled"
+    assert alice.http.delete(f"/repositories/{alice.repo}").status_code == 204
+    assert alice.http.get(f"/repositories/{alice.repo}").status_code == 404

@@ -30,8 +30,11 @@ class LoopUnavailable(Exception):
 
 
 @contextmanager
-def loop_filesystem(fstype: str, directory: Path, size: int = DEFAULT_SIZE) -> Iterator[Path]:
-    """A fresh `fstype` filesystem of `size` bytes mounted under `directory`."""
+def loop_filesystem(
+    fstype: str, directory: Path, size: int = DEFAULT_SIZE, options: str = ""
+) -> Iterator[Path]:
+    """A fresh `fstype` filesystem of `size` bytes mounted under `directory`, with the
+    mount `options` (e.g. `prjquota`)."""
     _check_possible(fstype)
     with ExitStack() as undo:
         image = directory / f"{fstype}.img"
@@ -44,7 +47,9 @@ def loop_filesystem(fstype: str, directory: Path, size: int = DEFAULT_SIZE) -> I
         mount_point = directory / f"{fstype}-mount"
         mount_point.mkdir()
         undo.callback(mount_point.rmdir)
-        _run(["mount", "-t", fstype, device, str(mount_point)])
+        _run(
+            ["mount", "-t", fstype, *(["-o", options] if options else []), device, str(mount_point)]
+        )
         undo.callback(_unmount, mount_point)
         yield mount_point
 

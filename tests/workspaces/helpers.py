@@ -13,6 +13,20 @@ from claude_batch_server.accounts import Account
 from claude_batch_server.workspaces import linux
 
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
+# What an agent does to files: write, append, delete, rename (a file and a folder), chmod,
+# create -- and then commit, which writes into .git.
+EDITS = f"""
+printf 'rewritten\\n' > src/app.py
+printf 'more\\n' >> docs/readme.txt
+rm data/blob.bin
+mv bin/run.sh bin/start.sh
+mv src/pkg src/package
+chmod 600 src/package/deep/module.py
+chmod 700 docs
+mkdir -p new/folder && echo new > new/folder/file.txt
+git add -A
+git {" ".join(GIT_IDENTITY)} commit --quiet -m edits
+"""
 
 
 @dataclass

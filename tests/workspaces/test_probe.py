@@ -30,6 +30,7 @@ def test_auto_picks_the_best_that_works(
         "filesystem": fstype,
         "strategy": AUTO[fstype],
         "available": {name: name in WORKING[fstype] for name in WORKING["btrfs"]},
+        "quota": "none: guard only",  # no quotas asked for
     }
     assert not any((data_dir / "cow" / "tmp").iterdir())  # the probes cleaned up
 

@@ -68,7 +68,7 @@ def owned_repository(
 
 def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:
     """The job `job_id`, if the caller may see it: the one ownership check for jobs."""
-    return services.jobs.visible(user, job_id)
+    return services.job_reader.visible(user, job_id)
 
 
 AdminUser = Annotated[User, Depends(admin_user)]

@@ -5,9 +5,9 @@ A job's group is a directory per hierarchy, named for the job beneath the server
 group (`ROOT_PREFIX` + a digest of DATA_DIR, so that a restarted server finds what a dead
 one left, and two servers with different DATA_DIRs never touch each other's). The
 directories stay root's: a job, running as its user, can neither leave its group nor
-change its limits. A process joins by writing its pid into the `cgroup.procs` files that
-`create` returns; the spawner's child does so before it takes the user's ids, so every
-process of the job is inside from its fork on.
+change its limits. A process joins the groups whose `cgroup.procs` files `create` returns
+(the spawner's child, before it takes the user's ids: see `jobs/spawner.py` for how), so
+every process of the job is inside from its fork on.
 """
 
 from __future__ import annotations

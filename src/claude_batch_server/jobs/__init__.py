@@ -1,15 +1,21 @@
 """Jobs: what a user asks Claude Code to do, queued, run as that user, and recorded.
 
-    service ─ the lifecycle (create, start, cancel, resume, delete) and reading
-    queue ─ claims under the limits, fairness, leases
-    dispatcher ─ runs claimed jobs, renews leases, recovers a dead server's
-    execution ─ one run: prepare, start on the executor, follow, record its end
-    outcome ─ how a run ended (`RunEnd`) and the job's status that follows
-    executors/ ─ where a run runs: base (the Protocol), local (this host)
-        local: spawner_client ─ wire ─ spawner ─ reaper, process, containment,
-               sandbox, landlock
-    lines, transcript, recorder, events ─ output lines to events, stored and followed
-    command, images, disk, status ─ argv/env/stdin, attachments, free space, statuses
+How a job moves (the statuses and their transitions: `status`; each one statement of
+`transitions`, the only writer of the jobs table):
 
-Nothing here is imported by the spawner but `wire`, `landlock` and `reaper`.
+    service ─ create (created) ─ start (queued) ─ queue.claim (running) in the same
+      transaction when a slot is free, else the dispatcher claims it once one frees
+    dispatcher ─ running.JobRunner.run(claim):
+        preparation ─ workspace, images, command line ─> executors.base.PreparedRun
+        executor.start ─> Run (local: spawner_client ─ wire ─ spawner ─ reaper, in the
+          run's control group, `containment`, and sandbox, `sandbox`/`landlock`)
+        Run's lines (`lines`) ─ transcript ─ recorder ─ events ─ followers (`reading`)
+        exit │ stop (cancel, shutdown, OOM, output or disk limit, `disk`) │ timeout
+        ─ Run.end ─ outcome.decide(RunEnd) ─ journal: transition `finish`, with the
+          transcript's last events and what the job's results ask for
+    service ─ cancel (cancelled; a running job is stopped first) ─ resume (queued again)
+      ─ delete; retention ─ workspaces past JOB_RETENTION_DAYS, remounted at a restart
+    dispatcher.recover ─ a dead server's running jobs: executor.end_leftover, `finish`
+
+The spawner imports nothing of this package but `wire`, `landlock` and `reaper`.
 """

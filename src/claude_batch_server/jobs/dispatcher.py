@@ -17,9 +17,9 @@ import contextlib
 import anyio
 
 from claude_batch_server.jobs.disk import GUARD_TICK, DiskGuard
-from claude_batch_server.jobs.execution import JobRunner, StopRequest
 from claude_batch_server.jobs.outcome import SERVER_GONE, Outcome, RunEnd
 from claude_batch_server.jobs.queue import Claim, JobQueue
+from claude_batch_server.jobs.running import JobRunner, StopRequest
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.jobs.transcript import RunResult
 from claude_batch_server.logs import log
@@ -179,7 +179,7 @@ class Dispatcher:
             killed = self._runner.executor.end_leftover(job)
             log.warning("recovered abandoned job", job=job.id, killed_leftover=killed)
             outcome = Outcome(JobStatus.FAILED, None, SERVER_GONE)
-            self._runner.finish(job.id, outcome, RunResult())
+            self._runner.journal.finish(job.id, outcome, RunResult())
             recovered += 1
         return recovered
 

@@ -1,10 +1,11 @@
 """The durable queue: claims under the concurrency limits, leases, and what a dead
 dispatcher left behind.
 
-A claim is one transaction that counts the running jobs and takes the next queued one in
-one `UPDATE … RETURNING`, serialised between processes (SQLite: `BEGIN IMMEDIATE`;
-PostgreSQL: an advisory lock, then `FOR UPDATE SKIP LOCKED` on the row), so the limits hold
-even for an instant; a start that finds a slot free claims in its own transaction
+The queue decides which job runs next; the move itself is the transition `claim` (queued →
+running, one `UPDATE … RETURNING` in `transitions`). A claim is one transaction that counts
+the running jobs and takes the next queued one, serialised between processes (SQLite:
+`BEGIN IMMEDIATE`; PostgreSQL: an advisory lock, then `FOR UPDATE SKIP LOCKED` on the row),
+so the limits hold even for an instant; a start that finds a slot free claims in its own transaction
 (`claim_in`). It runs for every job, so it goes through Core, not the ORM.
 Fairness: the next job belongs to the user with the fewest running jobs and, among those,
 the one served longest ago (round robin); within one user, first in, first out.
@@ -20,28 +21,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import (
-    Connection,
-    String,
-    bindparam,
-    func,
-    literal_column,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, bindparam, func, select, text
 
 from claude_batch_server.jobs.status import JobStatus
+from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import (
-    JOB_EVENTS,
-    JOBS,
-    Job,
-    Repository,
-    UTCDateTime,
-    detached,
-    utcnow,
-)
+from claude_batch_server.store.tables import JOBS, Job, UTCDateTime, detached, utcnow
 
 CLAIM_LOCK = 7_351_421  # names the PostgreSQL advisory lock that serialises claims
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -111,40 +96,7 @@ _AHEAD = (  # of a job queued at :queued_at, for its position
     )
     .scalar_subquery()
 )
-POSITION = (_AHEAD + 1).label("queue_position")  # for a statement's RETURNING
-_POSITION = select(POSITION)
-# Of the claimed row, in RETURNING: spelled out, for SQLAlchemy writes RETURNING on SQLite
-# without table names, and an unqualified `id` would mean whatever the subquery's table has.
-_CLAIMED_ID = literal_column("jobs.id", String)
-_CLAIMED_REPOSITORY = literal_column("jobs.repository_id", String)
-_REPOSITORY_COMMIT = (
-    select(Repository.commit).where(Repository.id == _CLAIMED_REPOSITORY).scalar_subquery()
-)
-_LAST_SEQ = (
-    select(func.coalesce(func.max(JOB_EVENTS.c.seq), 0))
-    .where(JOB_EVENTS.c.job_id == _CLAIMED_ID)
-    .scalar_subquery()
-)
-_TAKE_FIRST = (  # the first queued job of a user (that no one else holds) becomes ours
-    update(JOBS)
-    .where(
-        JOBS.c.id
-        == select(_OTHERS.c.id)
-        .where(_OTHERS.c.status == JobStatus.QUEUED, _OTHERS.c.user == bindparam("who"))
-        .order_by(_OTHERS.c.queued_at, _OTHERS.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    .values(
-        status=JobStatus.RUNNING,
-        lease_owner=bindparam("owner"),
-        lease_expires=bindparam("expires", type_=UTCDateTime),
-        started_at=func.coalesce(JOBS.c.started_at, bindparam("now", type_=UTCDateTime)),
-        claimed_at=bindparam("now", type_=UTCDateTime),
-    )
-    .returning(*JOBS.c, _REPOSITORY_COMMIT.label("repository_commit"), _LAST_SEQ.label("last_seq"))
-)
+_POSITION = select(_AHEAD + 1)
 
 
 class JobQueue:
@@ -186,10 +138,7 @@ class JobQueue:
         if user is None:
             return None
         now = utcnow()
-        row = connection.execute(
-            _TAKE_FIRST,
-            {"who": user, "owner": self.owner, "now": now, "expires": now + self.lease},
-        ).first()
+        row = Transitions.claim(connection, user, self.owner, now, now + self.lease)
         if row is None:
             return None
         values = dict(row._mapping)
@@ -216,12 +165,8 @@ class JobQueue:
         """The heartbeat: push the lease of our running jobs forward."""
         if not job_ids:
             return
-        with self._database.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id.in_(job_ids), Job.lease_owner == self.owner)
-                .values(lease_expires=utcnow() + self.lease)
-            )
+        with self._database.connection() as connection:
+            Transitions.renew(connection, job_ids, self.owner, utcnow() + self.lease)
 
     def cancel_requested(self, job_ids: list[str]) -> list[str]:
         """Those of `job_ids` that someone asked to cancel (perhaps through another process)."""
@@ -246,25 +191,21 @@ class JobQueue:
 
     def take_over(self, job_id: str, previous_owner: str | None) -> bool:
         """Moves an abandoned job's lease to us; False when someone else was quicker."""
-        with self._database.session() as session:
-            result = session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.lease_owner == previous_owner,
-                    Job.status == JobStatus.RUNNING,
-                )
-                .values(lease_owner=self.owner, lease_expires=utcnow() + self.lease)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        with self._database.connection() as connection:
+            expires = utcnow() + self.lease
+            return Transitions.take_over(connection, job_id, previous_owner, self.owner, expires)
 
     def position(self, job: Job) -> int | None:
         """1 + the queued jobs queued before it: an estimate, as fairness may reorder."""
         if job.status != JobStatus.QUEUED or job.queued_at is None:
             return None  # without a transaction
         with self._database.read_connection() as connection:
-            result = connection.execute(_POSITION, {"queued_at": job.queued_at})
-            return int(result.scalar_one())
+            return self.position_in(connection, job.queued_at)
+
+    @staticmethod
+    def position_in(connection: Connection, queued_at: datetime) -> int:
+        """The position of a job queued at `queued_at`, in the transaction of `connection`."""
+        return int(connection.execute(_POSITION, {"queued_at": queued_at}).scalar_one())
 
 
 def _queue_state(

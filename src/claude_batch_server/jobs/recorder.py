@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.transcript import Event
+from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS
 
 Marks = Callable[[Connection], Sequence[Event]]  # work in a transaction, and its events
 # the run's start, with the session id if known by then, and the events to put first
@@ -37,9 +37,6 @@ BACKLOG_BYTES = 16 * 1024 * 1024  # or bytes of them
 # the disk guard frees room for the database within a tick (see disk.py)
 WRITE_TRIES = 10
 WRITE_PAUSE = 0.5  # seconds
-_SESSION_ID = (  # built once: constructing a statement costs more than running it
-    update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(session_id=bindparam("sid"))
-)
 
 
 @dataclass
@@ -178,7 +175,7 @@ class TranscriptRecorder:
                 before, session_id = self._first(connection, session_id), None
             after = last(connection) if last is not None else ()
             if session_id is not None:
-                connection.execute(_SESSION_ID, {"job_id": self._job_id, "sid": session_id})
+                Transitions.record_session(connection, self._job_id, session_id)
             batch = [*before, *events, *after]
             seq = self._events.append_in(connection, self._job_id, batch, self._seq)
         self._first = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from claude_batch_server.accounts import Account
@@ -43,8 +44,14 @@ CACHE_VARIABLES = ("XDG_CACHE_HOME", "npm_config_cache", "GOMODCACHE")
 
 
 class Sandbox:
-    def __init__(self, mode: SandboxMode, tmp_root: Path) -> None:
+    def __init__(
+        self,
+        mode: SandboxMode,
+        tmp_root: Path,
+        count: Callable[[str, Path], None] | None = None,
+    ) -> None:
         self._tmp_root = tmp_root
+        self._count = count  # puts a run's tmp under its job's disk quota
         # Settings refuse `on` where the kernel offers no Landlock
         self.abi = landlock.abi() if mode is not SandboxMode.OFF else 0
 
@@ -61,6 +68,8 @@ class Sandbox:
         self._tmp_root.chmod(0o711)  # users pass through to their own, never list it
         self.release(job_id)  # whatever a run that died with the server left
         tmp.mkdir(mode=0o700)
+        if self._count is not None:
+            self._count(job_id, tmp)
         os.chown(tmp, account.uid, account.gid)
         env = {"TMPDIR": str(tmp)} | {name: str(tmp / "cache") for name in CACHE_VARIABLES}
         if not self.abi:

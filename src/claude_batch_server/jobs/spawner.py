@@ -7,6 +7,14 @@ imports little, and forks a copy of itself per job, which joins the job's contro
 takes the job's user, groups, session and limits and then runs the reaper (`reaper.reap`)
 in place: a job starts with one fork of a small process and one exec, of Claude Code.
 
+Joining the job's control group costs the start most (docs/benchmarks.md, "Queue"): a
+write of a pid to cgroup.procs takes the kernel's global cgroup_threadgroup_rwsem for
+writing, which waits for an RCU grace period (5-20 ms) unless another migration just did.
+So the child is born in the job's v2 group (clone3 with CLONE_INTO_CGROUP, which takes
+that lock for reading only), and moves itself into each v1 group by writing 0 to `tasks`
+(the calling thread alone: it is the only one, so the whole process moves, and the kernel
+skips the lock for it). Where clone3 cannot do it, a plain fork and cgroup.procs serve.
+
     python -I -m claude_batch_server.jobs.spawner REQUESTS_FD REPORTS_FD
 
 Requests come on REQUESTS_FD and reports go to REPORTS_FD in the format of `wire`. When the
@@ -17,16 +25,25 @@ stops it, and the spawner exits once they are gone. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import selectors
 import signal
 import socket
+import struct
 import sys
 import tempfile
+from pathlib import Path
 
 from claude_batch_server.jobs import landlock, reaper, wire
 from claude_batch_server.jobs.wire import HEADER, NO_START, STREAMS, Request
+
+SYS_CLONE3 = 435  # the same number on every architecture
+CLONE_INTO_CGROUP = 0x200000000
+CLONE_ARGS = "=11Q"  # struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2)
+# the interpreter's lock held across the call, as os.fork holds it
+_LIBC = ctypes.PyDLL(None, use_errno=True)
 
 
 class Spawner:
@@ -84,7 +101,7 @@ class Spawner:
         # blocked across the fork: a stop that comes before the reaper can take it waits
         signal.pthread_sigmask(signal.SIG_BLOCK, reaper.STOP_SIGNALS)
         try:
-            pid = os.fork()
+            pid, joined = _fork(request["cgroups"])
         except OSError as error:
             self._report(wire.failed(request["id"], f"fork: {error}"))
             return
@@ -92,7 +109,7 @@ class Spawner:
             if os.getpid() == self.pid:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, reaper.STOP_SIGNALS)
         if pid == 0:
-            _become_job(request, fds)
+            _become_job(request, fds, joined)
         self.children.add(pid)
         self._report(wire.started(request["id"], pid))
 
@@ -122,13 +139,57 @@ class Spawner:
             self.reports.sendall(report)
 
 
-def _become_job(request: Request, fds: list[int]) -> None:
+def _fork(cgroups: list[str]) -> tuple[int, str | None]:
+    """os.fork(), the child born in the v2 group among the cgroup.procs files `cgroups` if
+    there is one and the kernel can; returns the pid (0 in the child) and the file of the
+    group joined so."""
+    unified = [procs for procs in cgroups if not _v1_tasks(procs)]
+    if len(unified) == 1:
+        with contextlib.suppress(OSError):  # ENOSYS, E2BIG: an older kernel
+            return _clone_into(str(Path(unified[0]).parent)), unified[0]
+    return os.fork(), None
+
+
+def _clone_into(group: str) -> int:
+    """fork(2) by clone3, the child in the v2 control group `group` from its birth. The
+    interpreter is told as os.fork tells it; the spawner has a single thread, so nothing
+    that glibc's fork would reset for other threads' sake is held."""
+    fd = os.open(group, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    args = struct.pack(CLONE_ARGS, CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, *[0] * 5, fd)
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _LIBC.syscall(ctypes.c_long(SYS_CLONE3), args, ctypes.c_size_t(len(args)))
+    failed = ctypes.get_errno()
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    os.close(fd)
+    if pid < 0:
+        raise OSError(failed, os.strerror(failed))
+    return int(pid)
+
+
+def _v1_tasks(procs: str) -> str | None:
+    """The `tasks` file beside a v1 group's cgroup.procs (v2 has none)."""
+    tasks = Path(procs).with_name("tasks")
+    return str(tasks) if tasks.exists() else None
+
+
+def _join(cgroups: list[str], joined: str | None) -> None:
+    """In the child, while it is root and runs nothing else: into every group."""
+    for procs in cgroups:
+        if procs == joined:
+            continue
+        tasks = _v1_tasks(procs)
+        with open(tasks or procs, "w") as group:
+            group.write("0" if tasks else str(os.getpid()))
+
+
+def _become_job(request: Request, fds: list[int], joined: str | None) -> None:
     """In the forked child: become the job's process, run it, and never return."""
     status = NO_START
     try:
-        for procs in request["cgroups"]:  # before anything runs, while we are root
-            with open(procs, "w") as group:
-                group.write(str(os.getpid()))
+        _join(request["cgroups"], joined)  # before anything runs, while we are root
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for target, fd in enumerate(fds):
@@ -148,6 +209,9 @@ def _become_job(request: Request, fds: list[int]) -> None:
         os.environ.update(request["env"])
         if request["sandbox"] is not None:  # inherited by every process of the job
             landlock.confine(request["sandbox"])
+        if not request["files"]:  # no folder to make, and remove
+            status = reaper.reap(request["argv"], request["env"], request["grace"])
+            return
         with tempfile.TemporaryDirectory(prefix="claude-batch-") as private:  # 0700, ours
             argv = [*request["argv"], *_write_files(private, request["files"])]
             status = reaper.reap(argv, request["env"], request["grace"])

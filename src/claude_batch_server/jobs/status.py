@@ -1,5 +1,15 @@
-"""A job's status, as the contract names it."""
+"""A job's status, as the contract names it, and every move between statuses.
 
+    created ─start─> queued ─claim─> running ─finish─> completed │ failed │ timeout │ cancelled
+       └──────cancel──────┴─> cancelled              ended ─resume─> queued
+
+Each move is one named `Transition`, made by one conditional UPDATE in `transitions`
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -12,10 +22,23 @@ class JobStatus(StrEnum):
     TIMEOUT = "timeout"  # stopped at options.timeout or JOB_TIMEOUT_HOURS
     CANCELLED = "cancelled"  # cancelled by its user or an admin
 
-    @property
-    def ended(self) -> bool:
-        return self in ENDED
-
 
 ENDED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    before: frozenset[JobStatus]
+    after: frozenset[JobStatus]
+
+
+START = Transition("start", frozenset({JobStatus.CREATED}), frozenset({JobStatus.QUEUED}))
+RESUME = Transition("resume", ENDED, frozenset({JobStatus.QUEUED}))  # another run
+CLAIM = Transition("claim", frozenset({JobStatus.QUEUED}), frozenset({JobStatus.RUNNING}))
+CANCEL = Transition(  # before it runs; a running job is stopped, then finishes cancelled
+    "cancel", frozenset({JobStatus.CREATED, JobStatus.QUEUED}), frozenset({JobStatus.CANCELLED})
+)
+FINISH = Transition("finish", frozenset({JobStatus.RUNNING}), ENDED)  # a run's end, or recovery
+TRANSITIONS = (START, RESUME, CLAIM, CANCEL, FINISH)

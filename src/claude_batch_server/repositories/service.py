@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from claude_batch_server.accounts import Account
@@ -68,11 +68,13 @@ class RepositoryService:
         engine: WorkspaceEngine,
         data_dir: Path,
         lookup: Callable[[str], Account | None],
+        active_jobs: Callable[[Connection, str], int],
     ) -> None:
         self._database = database
         self._engine = engine
         self._staging = data_dir / "staging"
         self._lookup = lookup
+        self._active_jobs = active_jobs  # queued or running jobs of a repository, by its id
         self._pulling: set[str] = set()
 
     def visible(self, user: User, name: str, owner: str | None = None) -> Repository:
@@ -139,13 +141,14 @@ class RepositoryService:
         finally:
             self._pulling.discard(repo_id)
 
-    def remove(self, repo: Repository, active_jobs: int) -> None:
-        if active_jobs:
-            raise Conflict(f"repository {repo.name!r} has {active_jobs} queued or running jobs")
-        with self._database.session() as session:
-            row = session.get(Repository, repo.id)
-            if row is not None:
-                session.delete(row)
+    def remove(self, repo: Repository) -> None:
+        """Unless a job of it is queued or running: the check and the delete are one
+        transaction (on SQLite, writers take turns, so no start slips between them)."""
+        with self._database.connection() as connection:
+            active = self._active_jobs(connection, repo.id)
+            if active:
+                raise Conflict(f"repository {repo.name!r} has {active} queued or running jobs")
+            connection.execute(delete(Repository).where(Repository.id == repo.id))
         self._engine.remove_repository(repo.id)
 
     def resume_interrupted(self) -> list[str]:

@@ -19,11 +19,11 @@ def page_router() -> APIRouter:
 
 
 def page_job(job_id: str, user: PageUser, services: ServicesDep) -> Job:
-    return services.jobs.visible(user, job_id)
+    return services.job_reader.visible(user, job_id)
 
 
 def form_job(job_id: str, user: FormUser, services: ServicesDep) -> Job:
-    return services.jobs.visible(user, job_id)
+    return services.job_reader.visible(user, job_id)
 
 
 def form_repository(name: str, user: FormUser, services: ServicesDep) -> Repository:

@@ -41,6 +41,11 @@ class Strategy(Protocol):
         job's user, the top with mode 0700. May make `workspace.base` first if it is missing."""
         ...
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        """The directories whose trees hold all that the job writes in its workspace: what
+        its disk quota counts."""
+        ...
+
     def restore(self, workspace: Workspace) -> None:
         """Make an existing workspace usable again after a restart (e.g. remount it). The
         engine's removal needs no help: it detaches mounts and deletes subvolumes itself."""

@@ -26,6 +26,9 @@ class CopyStrategy:
         build.chmod(0o700)
         build.rename(workspace.target)
 
+    def writable(self, workspace: Workspace) -> list[Path]:
+        return [workspace.target]
+
     def restore(self, workspace: Workspace) -> None:
         """Nothing to do: a plain directory outlives the server."""
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
+from claude_batch_server.logs import log
 from claude_batch_server.settings import CowStrategy
 from claude_batch_server.workspaces import btrfs, linux, probe, registry, trees
 from claude_batch_server.workspaces.base import Workspace, WorkspaceError
@@ -25,9 +29,13 @@ from claude_batch_server.workspaces.layout import (
     checked_repository,
 )
 
+if TYPE_CHECKING:
+    from claude_batch_server.quotas import DiskQuotas
+
 # The commit a stored tree is at. trusted.*: only root (CAP_SYS_ADMIN) reads or writes it,
 # never a user, not even through a workspace made of the tree.
 _HEAD_ATTRIBUTE: Final = "trusted.claude-batch-server.head"
+_CLOCK_TICK: Final = 0.01  # seconds: more than the kernel's coarse clock lags behind
 
 
 class WorkspaceEngine:
@@ -37,7 +45,9 @@ class WorkspaceEngine:
     the state of each repository is guarded by a file lock, shared while workspaces are
     made, exclusive while the stored tree is swapped or unused trees are dropped."""
 
-    def __init__(self, data_dir: Path, strategy: CowStrategy) -> None:
+    def __init__(
+        self, data_dir: Path, strategy: CowStrategy, quotas: DiskQuotas | None = None
+    ) -> None:
         self._layout = Layout(data_dir)
         self._layout.prepare()
         self._sweep_scratch()
@@ -48,6 +58,10 @@ class WorkspaceEngine:
         where = f"{data_dir} ({self._filesystem})"
         self._strategy = registry.choose(strategy, self._available, where)
         self.strategy_name: str = self._strategy.name
+        self._quotas = quotas
+        if quotas is not None:
+            with self._scratch() as scratch:
+                quotas.detect(scratch, self.strategy_name)
 
     def report(self) -> dict[str, object]:
         return {
@@ -55,6 +69,7 @@ class WorkspaceEngine:
             "filesystem": self._filesystem,
             "strategy": self.strategy_name,
             "available": dict(self._available),
+            "quota": self._quotas.name if self._quotas is not None else "none: guard only",
         }
 
     # repositories
@@ -73,6 +88,7 @@ class WorkspaceEngine:
             servergit.own_git_dir(tree / ".git")  # its maker's configuration runs nowhere
             stored = self._store(tree, scratch / "stored")
             _record_head(stored)
+            _await_next_second(stored / ".git" / "index")
             with self._lock(name, exclusive=True):
                 if target.exists():
                     linux.exchange(stored, target)
@@ -108,14 +124,25 @@ class WorkspaceEngine:
                 raise WorkspaceError(f"repository {repo_name!r} is missing")
             workspace = self._workspace(record, self._source(repo_name, commit))
             workspace.state.mkdir(mode=0o700)
-            self._layout.write_record(record)  # first: a crash from here on leaves a trace
+            record = self._write_first_record(record)  # a crash from here on leaves a trace
             try:
                 self._strategy.create(workspace)
+                if record.quota is not None:
+                    assert self._quotas is not None
+                    self._quotas.apply(record.quota, self._strategy.writable(workspace))
             except BaseException:
-                trees.remove_tree(workspace.target)
-                trees.remove_tree(workspace.state)
+                self._remove_job_files(record.job_id, record.quota)
                 raise
         return workspace.target
+
+    def count_against_quota(self, job_id: str, directory: Path) -> None:
+        """Puts the new, empty `directory` (the run's TMPDIR) under the disk quota of the
+        job's workspace, if it has one."""
+        if self._quotas is None or not self._quotas.active:  # no record read for nothing
+            return
+        record = self._layout.read_record(job_id)
+        if record is not None and record.quota is not None:
+            self._quotas.tag(record.quota, directory)
 
     def workspace_path(self, job_id: str) -> Path:
         return self._layout.workspace(job_id)
@@ -154,7 +181,7 @@ class WorkspaceEngine:
             self._remove_job_files(job_id)
             return
         with self._lock(record.repository, exclusive=True):
-            self._remove_job_files(job_id)
+            self._remove_job_files(job_id, record.quota)
             self._collect(record.repository)
 
     def collect(self) -> None:
@@ -231,9 +258,30 @@ class WorkspaceEngine:
             with contextlib.suppress(OSError):  # absent, or still in use
                 top.rmdir()
 
-    def _remove_job_files(self, job_id: str) -> None:
+    def _remove_job_files(self, job_id: str, quota: int | None = None) -> None:
+        if quota is not None and self._quotas is not None:
+            try:  # first: the key stays taken until the record is gone
+                self._quotas.release(quota)
+            except OSError as error:  # its next holder sets the limits anew
+                log.warning("disk quota not released", job=job_id, error=str(error))
         trees.remove_tree(self._layout.workspace(job_id))
         trees.remove_tree(self._layout.job_state(job_id))  # the record goes last
+
+    def _write_first_record(self, record: Record) -> Record:
+        """Writes the record of a new workspace, with the key of its disk quota if quotas
+        are on: chosen and written under one lock, so no two workspaces share a key."""
+        if self._quotas is None:
+            self._layout.write_record(record)
+            return record
+        fd = os.open(self._layout.quota_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            key = self._quotas.free_key(found.quota for found in self._layout.records())
+            record = replace(record, quota=key)
+            self._layout.write_record(record)
+        finally:
+            os.close(fd)
+        return record
 
     def _check_staging(self, staging: Path) -> None:
         """A real directory under DATA_DIR (one filesystem: it is renamed, not copied),
@@ -293,6 +341,21 @@ def _dirs(top: Path) -> list[Path]:
         return [path for path in top.iterdir() if path.is_dir() and not path.is_symlink()]
     except FileNotFoundError:
         return []
+
+
+def _await_next_second(index: Path) -> None:
+    """git compares a file's mtime with its index in whole seconds (`servergit`): a change of
+    the same size made in the second the clone wrote the file would go unseen. The index is
+    written after every file it records, so once its second is over, no workspace made of
+    the tree can write a file in the second recorded for it: usually long past already."""
+    try:
+        written = index.stat().st_mtime
+    except OSError:  # no index: git has nothing to compare
+        return
+    # files take their times from the kernel's coarse clock, a tick behind time.time()
+    delay = math.floor(written) + 1 + _CLOCK_TICK - time.time()
+    if 0 < delay < 2:  # not for an index from the future: its maker set that time
+        time.sleep(delay)
 
 
 def _record_head(tree: Path) -> None:

@@ -47,6 +47,7 @@ class Record:
     commit: str
     uid: int
     gid: int
+    quota: int | None = None  # the key of its disk quota (see `quotas`), if it has one
 
 
 class Layout:
@@ -60,6 +61,7 @@ class Layout:
         self.kept = self.state / "kept"
         self.locks = self.state / "locks"
         self.scratch = self.state / "tmp"
+        self.quota_lock = self.locks / ".quotas"  # no repository's name starts with "."
 
     def prepare(self) -> None:
         # Users may pass through workspaces/ to their own workspace, never list it; the

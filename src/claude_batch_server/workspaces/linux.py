@@ -94,6 +94,7 @@ def receive_mounts_only(target: str = "/") -> None:
 class Mount:
     point: Path
     fstype: str
+    options: frozenset[str] = frozenset()  # the filesystem's own (super) options
 
 
 def mounts() -> list[Mount]:
@@ -101,7 +102,9 @@ def mounts() -> list[Mount]:
     table = []
     for line in _mountinfo():
         fields, _, rest = line.partition(" - ")
-        table.append(Mount(Path(_unescape(fields.split()[4])), rest.split()[0]))
+        fstype, _, options = [*rest.split(), "", ""][:3]
+        point = Path(_unescape(fields.split()[4]))
+        table.append(Mount(point, fstype, frozenset(options.split(","))))
     return table
 
 
@@ -141,10 +144,15 @@ def is_mount_point(path: Path) -> bool:
 
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem `path` lives on, as the mount table names it."""
+    return mount_of(path).fstype
+
+
+def mount_of(path: Path) -> Mount:
+    """The mount that `path` lives on."""
     path = path.resolve()
     holding = [m for m in mounts() if m.point == path or m.point in path.parents]
     # the deepest mount point wins; of mounts stacked on one point, the latest
-    return max(reversed(holding), key=lambda m: len(m.point.parts)).fstype
+    return max(reversed(holding), key=lambda m: len(m.point.parts))
 
 
 def ficlone(source_fd: int, target_fd: int) -> None:

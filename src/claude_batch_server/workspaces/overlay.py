@@ -15,12 +15,15 @@ every file. Two ways were measured (docs/benchmarks.md, "Workspaces"):
   a workspace is ready in 6-20 ms at 20,000 and at 100,000 files. The price is the mount
   itself, which a restart undoes: hence `restore`.
 
-git's index. The stored index records root as every file's owner, which the user's view
-contradicts, so git would re-read the whole tree on each workspace's first `git status`
-(2.5 s at 20,000 files, 20 s at 100,000). The first workspace of a user at a commit
-refreshes it, as the user, and keeps the result in `Workspace.base` (about 2 s / 9.5 s, the one
-cost that grows with the tree); later workspaces get a copy (a reflink where possible)
-placed in their upper layer before the mount.
+git's index. The stored index, as the clone wrote it, records the stored files' stat
+data; a workspace shows them with the user as owner and overlayfs's device number, which
+made git re-read the whole tree on a workspace's first `git status` (2.5 s at 20,000 files,
+20 s at 100,000), until a per-user index was kept for each commit (2 s / 9-25 s for the
+first job of each user at each commit). Now the stored configuration sets
+`core.checkStat=minimal` (`servergit`), under which git compares only the whole-second
+mtime, the size and the x bit, all of which the lower layer keeps: the stored index holds
+for every user as it is, and the first workspace of a user at a new commit is made like
+any other (see the package docstring for the figures).
 
 The engine keeps the lower tree while a workspace uses it. The upper and work directories
 live in the job's private state. The idmapped view of the tree is handed to overlayfs as a
@@ -34,11 +37,10 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from pathlib import Path
 from typing import Final
 
-from claude_batch_server.workspaces import gitindex, idmap, linux
+from claude_batch_server.workspaces import idmap, linux
 from claude_batch_server.workspaces.base import Workspace, WorkspaceError
 
 _PROBE_ID: Final = 2_000_000_000  # an id no account has, to see the mapping at work
@@ -76,13 +78,11 @@ class OverlayStrategy:
         os.chown(workspace.state / "upper", workspace.uid, workspace.gid)
         # root's while nothing is mounted on it: no one writes into it unseen
         workspace.target.mkdir(mode=0o700)
-        saved = workspace.base / "index"  # the user's refreshed git index at this commit
-        ready = saved.is_file()
-        if ready:
-            _place_index(workspace, saved)
         self._mount(workspace)
-        if not ready:
-            _keep_index(workspace, saved)
+
+    def writable(self, workspace: Workspace) -> list[Path]:
+        # copy-ups pass through work
+        return [workspace.state / "upper", workspace.state / "work"]
 
     def restore(self, workspace: Workspace) -> None:
         if not linux.is_mount_point(workspace.target):
@@ -117,23 +117,6 @@ class OverlayStrategy:
                 linux.mount("overlay", workspace.target, "overlay", flags, options)
             finally:
                 linux.unmount(lower)
-
-
-def _place_index(workspace: Workspace, saved: Path) -> None:
-    """Put the user's refreshed git index straight into the upper layer, before the mount:
-    the user cannot reach it yet, and nothing needs copying up."""
-    git_dir = workspace.state / "upper" / ".git"
-    git_dir.mkdir(mode=stat.S_IMODE((workspace.source / ".git").stat().st_mode))
-    os.chown(git_dir, workspace.uid, workspace.gid)
-    gitindex.place(saved, git_dir, "index", workspace.uid, workspace.gid)
-
-
-def _keep_index(workspace: Workspace, saved: Path) -> None:
-    """The first workspace of a user at a commit: refresh git's index in it, as the user,
-    and keep the result in the base for their next workspaces."""
-    gitindex.refresh(workspace.target, workspace.uid, workspace.gid)
-    workspace.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    gitindex.save(workspace.target, workspace.base, saved.name, 0, 0)
 
 
 def _option_path(path: Path) -> str:

@@ -4,15 +4,16 @@
 order measured in docs/benchmarks.md ("Workspaces"; times at 20,000 files / 500 MB and at
 100,000 / 2.5 GB):
 
-1. overlay: 6-20 ms per job on ext4, XFS and btrfs alike, at either size, and next to no
-   disk (0.3% for the user's git index). The first job of a user at a commit refreshes
-   git's index: 2 s / 10 s. Needs root and Linux 5.19+; a restart must remount.
+1. overlay: 6-20 ms per job on ext4, XFS and btrfs alike, at either size, the first job
+   of a user at a new commit included (nothing is kept per user), and next to no disk.
+   Needs root and Linux 5.19+; a restart must remount.
 2. btrfs: 5-11 ms per job, plain directories that need no remount, native semantics. But
    the first job of each user at each commit chowns a snapshot of the whole tree, which
-   unshares all its metadata: 4.5 s / 25 s and 6% / 5% of the repository in disk, per
-   user and commit. So it comes after overlay even on btrfs.
+   unshares all its metadata: seconds (4.5 s / 25 s before its git index was no longer
+   refreshed) and 3-6% of the repository in disk, per user and commit. So it comes after
+   overlay even on btrfs.
 3. reflink: one clone per file, 2 s / 9-10 s per job, 1.1-3% of the repository in disk
-   per job (an inode per file), and git's first status re-reads every file.
+   per job (an inode per file).
 4. copy: the whole repository again, in time and disk, per job.
 """
 

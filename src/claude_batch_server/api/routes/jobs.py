@@ -19,7 +19,8 @@ from claude_batch_server.api.schemas.jobs import (
 from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.events import PAGE_EVENTS
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
-from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
+from claude_batch_server.jobs.reading import CURSOR_PATTERN
+from claude_batch_server.jobs.service import JobRequest
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.repositories.service import qualified
 from claude_batch_server.store.tables import Job, JobEvent
@@ -85,16 +86,16 @@ def list_jobs(
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> JobPageResponse:
-    page = services.jobs.page(user, status, limit, cursor, owner)
+    page = services.job_reader.page(user, status, limit, cursor, owner)
     return JobPageResponse(
-        jobs=[job_response(job, services.jobs.position(job)) for job in page.jobs],
+        jobs=[job_response(job, services.job_reader.position(job)) for job in page.jobs],
         next_cursor=page.next_cursor,
     )
 
 
 @router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
 def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
-    return job_response(job, services.jobs.position(job))
+    return job_response(job, services.job_reader.position(job))
 
 
 @router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
@@ -131,7 +132,7 @@ async def cancel_job(
 ) -> JobResponse:
     with services.audit(user, address, "job.cancel", job.id):
         cancelled = await services.jobs.cancel(job)
-    return job_response(cancelled, services.jobs.position(cancelled))
+    return job_response(cancelled, services.job_reader.position(cancelled))
 
 
 @router.post("/{job_id}/resume", status_code=202, response_model=JobResponse, responses={409: {}})
@@ -175,11 +176,13 @@ async def job_events(
     after the last one; an empty page is the end so far)."""
     start = after if after is not None else last_event_id
     if not follow:
-        events = await anyio.to_thread.run_sync(services.jobs.events_page, job.id, start, limit)
+        events = await anyio.to_thread.run_sync(
+            services.job_reader.events_page, job.id, start, limit
+        )
         return [event_response(event) for event in events]
 
     async def stream() -> Any:
-        async for event in services.jobs.follow(job.id, start):
+        async for event in services.job_reader.follow(job.id, start):
             body = event_response(event).model_dump_json(by_alias=True)
             yield ServerSentEvent(data=body, id=str(event.seq))
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")

@@ -77,5 +77,5 @@ def delete_repository(
     repo: OwnedRepository, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
     with services.audit(user, address, "repository.remove", _target(repo)):
-        services.repositories.remove(repo, services.active_jobs_of(repo.id))
+        services.repositories.remove(repo)
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from claude_batch_server.api.deps import ServicesDep
 from claude_batch_server.errors import Forbidden
-from claude_batch_server.jobs.service import ALL_USERS, CURSOR_PATTERN
+from claude_batch_server.jobs.reading import ALL_USERS, CURSOR_PATTERN
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.web.deps import page_router
 from claude_batch_server.web.render import page
@@ -28,7 +28,7 @@ def admin_page(
 ) -> Response:
     if not user.admin:
         raise Forbidden("this page is for members of ADMIN_GROUP")
-    jobs = services.jobs
+    jobs = services.job_reader
     running = jobs.page(user, JobStatus.RUNNING, SHOWN, None, ALL_USERS).jobs
     queued = jobs.page(user, JobStatus.QUEUED, SHOWN, None, ALL_USERS).jobs
     recent = jobs.page(user, None, SHOWN, cursor, ALL_USERS)

@@ -16,7 +16,8 @@ from claude_batch_server.api.schemas.jobs import MAX_PROMPT, CreateJobRequest
 from claude_batch_server.auth.service import User
 from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
-from claude_batch_server.jobs.service import CURSOR_PATTERN, JobRequest
+from claude_batch_server.jobs.reading import CURSOR_PATTERN
+from claude_batch_server.jobs.service import JobRequest
 from claude_batch_server.jobs.status import ACTIVE, JobStatus
 from claude_batch_server.repositories.service import RepoStatus
 from claude_batch_server.services import Services
@@ -44,7 +45,7 @@ def _status(value: str) -> JobStatus | None:
 def _list_context(
     user: User, services: Services, status: str, repository: str, cursor: str | None
 ) -> dict[str, Any]:
-    result = services.jobs.page(
+    result = services.job_reader.page(
         user, _status(status), PAGE_SIZE, cursor or None, None, repository or None
     )
     return {
@@ -161,7 +162,7 @@ async def create_job(
         if parts:
             with services.audit(user, address, "job.upload", job.id):
                 services.jobs.add_images(job, parts)
-            job = services.jobs.visible(user, job.id)
+            job = services.job_reader.visible(user, job.id)
         with services.audit(user, address, "job.start", job.id) as audit:
             services.jobs.start(job, audit)
         return job
@@ -173,7 +174,7 @@ async def create_job(
 def job_context(job: Job, services: Services) -> dict[str, Any]:
     return {
         "job": job,
-        "position": services.jobs.position(job),
+        "position": services.job_reader.position(job),
         "live": job.status in LIVE,
         "resources": _resources(job),
     }
@@ -189,7 +190,7 @@ def _workspace(job: Job, services: Services) -> str:
 
 
 def _transcript_page(job: Job, services: Services, after: int) -> dict[str, Any]:
-    events = services.jobs.events_page(job.id, after, TRANSCRIPT_PAGE)
+    events = services.job_reader.events_page(job.id, after, TRANSCRIPT_PAGE)
     last = events[-1].seq if events else after
     return {
         "rows": transcript.rows(events, _workspace(job, services)),
@@ -236,7 +237,7 @@ async def job_events(
     workspace = _workspace(job, services)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        async for event in services.jobs.follow(job.id, last_event_id or after):
+        async for event in services.job_reader.follow(job.id, last_event_id or after):
             html = template.render(rows=transcript.rows([event], workspace))
             if html.strip():
                 yield ServerSentEvent(data=html, event="rows", id=str(event.seq))

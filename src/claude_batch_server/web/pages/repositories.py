@@ -75,5 +75,5 @@ def remove(
     repo: FormRepository, user: FormUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
     with services.audit(user, address, "repository.remove", _target(repo)):
-        services.repositories.remove(repo, services.active_jobs_of(repo.id))
+        services.repositories.remove(repo)
     return RedirectResponse(HERE, status_code=303)

@@ -1,0 +1,182 @@
+"""Reading jobs and following them: one job as its caller may see it, pages of jobs and
+of a transcript, a transcript followed live, the admin page's totals. Nothing here
+writes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio
+from sqlalchemy import Connection, bindparam, case, func, select
+
+from claude_batch_server.auth.service import User
+from claude_batch_server.errors import BadRequest, Forbidden, NotFound
+from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.queue import JobQueue
+from claude_batch_server.jobs.status import ACTIVE, JobStatus
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JOBS, Job, JobEvent, detached
+
+FOLLOW_POLL = 1.0
+ALL_USERS = "*"  # an admin's `owner` for every user's jobs
+MAX_TOTALS = 10_000  # users on the admin page's totals
+CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9a-f]{32}$"  # microseconds since 1970, then the job id
+_LATEST = datetime.max.replace(tzinfo=UTC)
+# built once, for it runs on every request naming a job
+_FIND = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
+_STATUS = select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
+
+
+@dataclass(frozen=True)
+class UserTotals:
+    user: str
+    jobs: int
+    active: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobReader:
+    def __init__(
+        self, database: Database, queue: JobQueue, events: EventStore, broker: Broker
+    ) -> None:
+        self._database = database
+        self._queue = queue
+        self._events = events
+        self._broker = broker
+
+    def visible(self, user: User, job_id: str) -> Job:
+        """The job if `user` may see it; 404 otherwise, whether or not it exists."""
+        job = self.find(job_id) if len(job_id) <= 32 else None
+        if job is None or not (user.admin or job.user == user.name):
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        """By Core: read on every request that names a job, it needs no identity map."""
+        with self._database.read_connection() as connection:
+            row = connection.execute(_FIND, {"job_id": job_id}).first()
+        return None if row is None else detached(Job, row)
+
+    def status(self, job_id: str) -> str:
+        with self._database.read_connection() as connection:
+            status = connection.scalar(_STATUS, {"job_id": job_id})
+        return status or "gone"
+
+    def position(self, job: Job) -> int | None:
+        return self._queue.position(job)
+
+    def page(
+        self,
+        user: User,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        owner: str | None,
+        repository: str | None = None,
+    ) -> JobPage:
+        """Newest first: the caller's jobs, or `owner`'s (`*`: everyone's) for an admin."""
+        if owner and owner != user.name and not user.admin:
+            raise Forbidden("only members of ADMIN_GROUP may list other users' jobs")
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        if owner != ALL_USERS:
+            query = query.where(Job.user == (owner or user.name))
+        if status:
+            query = query.where(Job.status == status)
+        if repository:
+            query = query.where(Job.repository == repository)
+        if cursor:
+            created, job_id = _decode_cursor(cursor)
+            query = query.where(
+                (Job.created_at < created) | ((Job.created_at == created) & (Job.id < job_id))
+            )
+        with self._database.read() as session:
+            jobs = list(session.scalars(query))
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return JobPage(jobs, _encode_cursor(jobs[-1]) if more else None)
+
+    def events_page(self, job_id: str, seq: int, limit: int) -> list[JobEvent]:
+        """At most `limit` events after `seq`, fewer when they are large: one page of a
+        long transcript (see EventStore.after)."""
+        return self._events.after(job_id, seq, limit)
+
+    async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
+        """The job's events after `after`, live, until the job has ended and all are sent.
+
+        Woken at once by runs of this process, and by those of other processes on the
+        same PostgreSQL through their notifications; at worst, news is noticed within
+        `FOLLOW_POLL` seconds."""
+        wake = self._broker.subscribe(job_id)
+        try:
+            while True:
+                wake.clear()
+                ended = self.status(job_id) not in ACTIVE | {JobStatus.CREATED}
+                batch = await anyio.to_thread.run_sync(self._events.after, job_id, after)
+                for event in batch:
+                    after = event.seq
+                    yield event
+                if ended and not batch:
+                    return
+                if not batch:
+                    with anyio.move_on_after(FOLLOW_POLL):
+                        await wake.wait()
+        finally:
+            self._broker.unsubscribe(job_id, wake)
+
+    def totals_by_user(self) -> list[UserTotals]:
+        """Every user's job count, active jobs and cost, for the admin page."""
+        active = func.sum(case((Job.status.in_(list(ACTIVE)), 1), else_=0))
+        query = (
+            select(Job.user, func.count(), active, func.sum(Job.cost_usd))
+            .group_by(Job.user)
+            .order_by(Job.user)
+            .limit(MAX_TOTALS)
+        )
+        with self._database.read() as session:
+            rows = session.execute(query).all()
+        return [
+            UserTotals(name, jobs, int(busy or 0), float(cost or 0))
+            for name, jobs, busy, cost in rows
+        ]
+
+
+def _encode_cursor(job: Job) -> str:
+    return f"{int(job.created_at.timestamp() * 1_000_000)}-{job.id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise BadRequest("invalid cursor")
+    micros, job_id = cursor.split("-")
+    try:
+        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), job_id
+    except (OverflowError, ValueError, OSError):
+        return _LATEST, job_id  # past any job: the first page
+
+
+_ACTIVE_OF = (
+    select(func.count())
+    .select_from(JOBS)
+    .where(JOBS.c.repository_id == bindparam("repo_id"), JOBS.c.status.in_(sorted(ACTIVE)))
+)
+
+
+def active_jobs_in(connection: Connection, repo_id: str) -> int:
+    """Queued or running jobs of the repository `repo_id`, whoever started them, in the
+    transaction of `connection` (the repository's removal holds it)."""
+    return int(connection.scalar(_ACTIVE_OF, {"repo_id": repo_id}) or 0)
