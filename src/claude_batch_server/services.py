@@ -44,6 +44,7 @@ from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.settings import AuthBackend, Settings
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Notifier, Topic
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 JOB_LEASE = timedelta(seconds=30)
@@ -68,6 +69,7 @@ class Services:
     containment: Containment
     sandbox: Sandbox
     results: ResultService
+    notifier: Notifier
 
     def audit(
         self, user: User, address: str, action: str, target: str
@@ -134,6 +136,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings.webhook_secret,
         settings.WEBHOOK_ALLOWED_HOSTS,
     )
+    notifier = Notifier(database.url)
     engine = _job_engine(
         settings,
         database,
@@ -143,6 +146,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         executor,
         sandbox,
         results,
+        notifier,
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -163,6 +167,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         containment,
         sandbox,
         results,
+        notifier,
     )
 
 
@@ -192,6 +197,7 @@ def _job_engine(
     executor: Executor,
     sandbox: Sandbox,
     results: ResultService,
+    notifier: Notifier,
 ) -> _JobEngine:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     transitions = Transitions(new_owner_id(), results.ended_in)
@@ -210,6 +216,10 @@ def _job_engine(
     runner = JobRunner(preparer, executor, journal, metrics)
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, runner, guard)
+    # what other server processes on the database changed: each handler looks it up
+    notifier.subscribe(Topic.QUEUE, lambda _: dispatcher.wake())
+    notifier.subscribe(Topic.CANCEL, dispatcher.cancel_noticed)
+    notifier.subscribe(Topic.EVENTS, broker.publish)
     reader = JobReader(database, queue, events, broker)
     jobs = JobService(
         database, transitions, queue, dispatcher, reader, images, workspaces, repositories, results

@@ -245,11 +245,16 @@ def _stored_key(path: Path, new: Callable[[], str] = _new_jwt_key) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = new()
-    # O_EXCL: when two processes start at once, one writes and the other reads its key.
+    # written whole under a name of its own, then linked into place: when several servers
+    # start at once, one key wins and the others read it complete, never half written
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key)
+        os.link(temporary, path)
     except FileExistsError:
         return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(key)
+    finally:
+        temporary.unlink()
     return key

@@ -93,6 +93,8 @@ class Executor(Protocol):
     def end_leftover(self, job: Job) -> bool:
         """Blocking: ends what a dead server's run of `job` left; True if there was any."""
 
-    def sweep(self, keep: Iterable[str]) -> int:
-        """Blocking, at start: ends every run of this server's but those of the jobs `keep`
-        (run by other live servers); returns how many it ended."""
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
+        """Blocking, at start: ends every run of this server's but those of the jobs that
+        `keep()` names (run by other live servers); returns how many it ended. `keep` is
+        called once the runs are listed: a run another server starts meanwhile is of a job
+        claimed by then."""
