@@ -16,7 +16,7 @@ from tests.jobs.conftest import JobWorldFactory
 from tests.jobs.test_containment import HOG_COMMAND, processes_of, running
 from tests.support.api import Api, home_of
 from tests.support.server import wait_for
-from tests.support.slurm import SlurmCluster
+from tests.support.slurm import SlurmCluster, running_cluster
 from tests.support.users import UserFactory
 
 SLURM_ID = "slurm-id"
@@ -175,6 +175,28 @@ def test_a_crashed_servers_slurm_job_is_ended_at_restart(
     assert ended["status"] == "failed" and "server stopped" in ended["error"]
     assert slurm_jobs_of(slurm, job["jobId"]) == []
     wait_for(lambda: processes_of(alice.user.uid) == [], 30, "no process of the user")
+
+
+def test_a_lost_node_fails_the_job_saying_so(
+    job_world: JobWorldFactory,
+    slurm: SlurmCluster,  # skips the test where Slurm is not installed
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    # a cluster of its own, whose controller gives a silent node up after 4 s
+    with running_cluster("SlurmdTimeout=4\n") as lossy:
+        fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
+        alice = job_world(**lossy.env, EXECUTOR="slurm", JOB_MEMORY_MAX="2G").member()
+        job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
+        wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
+
+        lossy.pause_node()
+        ended = alice.wait_ended(job["jobId"], deadline=60)
+        lossy.pause_node(paused=False)
+
+        assert ended["status"] == "failed"
+        assert ended["error"] == "the Slurm node it ran on failed (NodeDown)"
+        # the node, back, ends what was left of the step
+        wait_for(lambda: processes_of(alice.user.uid) == [], 60, "no process of the user")
 
 
 def test_health_fails_without_the_cluster(

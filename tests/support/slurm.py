@@ -99,8 +99,10 @@ def _memory_mb() -> int:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: str = "") -> None:
+        """`extra`: lines added to slurm.conf."""
         self.root = root
+        self._extra = extra
         self.node = f"cbs{secrets.token_hex(4)}"
         self.conf = root / "etc" / "slurm.conf"
         self.munge_socket = root / "munge" / "socket"
@@ -142,6 +144,7 @@ class SlurmCluster:
                 cpus=os.cpu_count() or 1,
                 memory_mb=self.memory_mb,
             )
+            + self._extra
         )
         (self.root / "etc" / "cgroup.conf").write_text(CGROUP_CONF)
         for path in self.conf.parent.iterdir():
@@ -178,6 +181,11 @@ class SlurmCluster:
         shutil.copy(self.conf.parent / "cgroup.conf", folder)
         return folder / "slurm.conf"
 
+    def pause_node(self, paused: bool = True) -> None:
+        """Stops (or continues) slurmd: to the controller, its node no longer answers."""
+        slurmd = next(p for p in self._processes if p.args[0] == "slurmd")  # type: ignore[index]
+        slurmd.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def run(self, *argv: str, check: bool = True) -> str:
         """A Slurm command against this cluster, as root; returns its output."""
         done = subprocess.run(
@@ -199,6 +207,7 @@ class SlurmCluster:
     def stop(self) -> None:
         for process in reversed(self._processes):  # slurmd, slurmctld, munged
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # should it be paused
                 process.send_signal(signal.SIGTERM)
             try:
                 process.wait(STOP_DEADLINE)
@@ -221,10 +230,10 @@ class SlurmCluster:
 
 
 @contextmanager
-def running_cluster() -> Iterator[SlurmCluster]:
+def running_cluster(extra: str = "") -> Iterator[SlurmCluster]:
     root = Path(tempfile.mkdtemp(prefix="cbs-slurm-", dir="/var/tmp"))
     root.chmod(0o755)  # users reach slurm.conf and munge's socket
-    cluster = SlurmCluster(root)
+    cluster = SlurmCluster(root, extra)
     try:
         cluster.start()
         yield cluster
