@@ -176,6 +176,8 @@ class Settings(BaseSettings):
             arguments = shlex.split(value)
         except ValueError as error:
             raise ValueError(f"not a shell-quoted list of srun arguments: {error}") from None
+        if "--" in arguments:  # what follows would run in place of the agent
+            raise ValueError("-- ends srun's options: the server puts the agent after it")
         for argument in arguments:
             # --name=value, or -Xvalue (a short option with its value joined)
             name = argument.split("=", 1)[0] if argument.startswith("--") else argument[:2]

@@ -22,6 +22,7 @@ from tests.support.slurm import SlurmCluster
         ({"JOB_SANDBOX": "on"}, "JOB_SANDBOX=on with EXECUTOR=slurm"),
         ({"SLURM_ARGS": "--job-name=mine"}, "SLURM_ARGS: --job-name is set by the server"),
         ({"SLURM_ARGS": "-Dsomewhere"}, "SLURM_ARGS: -D is set by the server"),
+        ({"SLURM_ARGS": "-- sh -c evil"}, "SLURM_ARGS: -- ends srun's options"),
         ({"SLURM_ARGS": "--comment 'open"}, "SLURM_ARGS: not a shell-quoted list"),
         ({"SLURM_PARTITION": "a b"}, "SLURM_PARTITION"),
     ],
