@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.executors import executor_for
+from claude_batch_server.jobs.executors import cluster_for, executor_for
 from claude_batch_server.jobs.executors.base import Executor
 from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.journal import RunJournal
@@ -42,7 +43,7 @@ from claude_batch_server.metrics import Metrics
 from claude_batch_server.quotas import DiskQuotas
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
-from claude_batch_server.settings import AuthBackend, Settings
+from claude_batch_server.settings import AuthBackend, SandboxMode, Settings
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.notify import Notifier, Topic
 from claude_batch_server.workspaces.engine import WorkspaceEngine
@@ -113,21 +114,25 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     containment = Containment.for_host(root_name(settings.DATA_DIR), _group_limits(settings))
     quotas = DiskQuotas(settings.job_disk_max(_filesystem_size(settings.DATA_DIR)))
-    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas)
+    cluster = cluster_for(settings)
+    # a Slurm node sees DATA_DIR's folders, never this host's mounts
+    shared = cluster is not None
+    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas, shared)
     health = HealthService(
         database,
         settings.DATA_DIR,
         settings.CLAUDE_COMMAND,
         workspaces.workspaces_root,
         containment.flavour.value,
+        functools.partial(cluster.check, settings.SLURM_PARTITION) if cluster else None,
     )
     repositories = RepositoryService(
         database, workspaces, settings.DATA_DIR, accounts.lookup, active_jobs_in
     )
-    sandbox = Sandbox(
-        settings.JOB_SANDBOX, settings.DATA_DIR / "tmp", workspaces.count_against_quota
-    )
-    executor = executor_for(settings, containment, sandbox)
+    # Landlock confines this host's processes, not a Slurm step (Settings refuse `on` so)
+    sandbox_mode = SandboxMode.OFF if shared else settings.JOB_SANDBOX
+    sandbox = Sandbox(sandbox_mode, settings.DATA_DIR / "tmp", workspaces.count_against_quota)
+    executor = executor_for(settings, containment, sandbox, cluster)
     results = ResultService(
         database,
         workspaces,

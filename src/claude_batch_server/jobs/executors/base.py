@@ -7,6 +7,8 @@ the transcript talk to this Protocol alone, never to what runs behind it.
                               ─ stop(): early, at a cancel, a timeout, a shutdown
                               ─ end(): whatever is left ended, what it held released,
                                        what it used (always called, once)
+                              ─ amend(): the outcome, with what only the executor knows
+                                       of the run's end (a cluster's verdict)
     end_leftover(job) / sweep(keep): what a dead server's runs left, found and ended
 
 `local` (`local.py`) runs on this host: the spawner, a control group, the Landlock
@@ -26,6 +28,7 @@ from typing import Protocol
 from claude_batch_server.accounts import Account
 from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.store.tables import Job
 
 
@@ -74,6 +77,11 @@ class Run(Protocol):
     async def end(self) -> Usage:
         """After it exited or was stopped, or when starting or following it failed: ends
         whatever is left of it and releases what it held; returns what it used."""
+
+    async def amend(self, outcome: Outcome, ended: RunEnd) -> Outcome:
+        """After `end`: `outcome` (decided from how it `ended`, its exit code and result),
+        or what the executor knows better: a cluster that refused the run, ended it at its
+        own time limit, or lost its node."""
 
 
 class Executor(Protocol):

@@ -13,6 +13,7 @@ from claude_batch_server.cgroups.base import Flavour, Usage
 from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.executors.base import PreparedRun
 from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover
 from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
@@ -114,3 +115,6 @@ class LocalRun:
     async def end(self) -> Usage:
         await self._process.clear_group()
         return await anyio.to_thread.run_sync(self._release, self._job_id)
+
+    async def amend(self, outcome: Outcome, ended: RunEnd) -> Outcome:
+        return outcome  # this host has nothing to add
