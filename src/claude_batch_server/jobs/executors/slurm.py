@@ -41,6 +41,7 @@ from claude_batch_server.jobs.executors.base import PreparedRun
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover
+from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from claude_batch_server.jobs.status import JobStatus
@@ -314,7 +315,8 @@ class SlurmExecutor:
         return ProcessSpec(argv, env, run.cwd, run.account, run.stdin, run.files)
 
     def end_leftover(self, job: Job) -> bool:
-        killed = kill_leftover(job.pid, job.pid_start)  # srun, should it still run here
+        # srun, should it still run here (a pid of another host names nothing here)
+        killed = owner_is_here(job.lease_owner) and kill_leftover(job.pid, job.pid_start)
         try:
             killed = self._slurm.cancel(job.id, job.user) or killed
         except SlurmError as error:
@@ -322,10 +324,14 @@ class SlurmExecutor:
         self._sandbox.release(job.id)
         return killed
 
-    def sweep(self, keep: Iterable[str]) -> int:
-        kept, swept = set(keep), 0
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
+        swept = 0
         try:
-            for job_id, user in self._slurm.running():
+            # listed before the running ids are read: a job another server claims between
+            # the two is then in `keep`, never taken for a dead server's
+            listed = self._slurm.running()
+            kept = set(keep())
+            for job_id, user in listed:
                 if job_id not in kept:
                     self._slurm.cancel(job_id, user)
                     swept += 1
