@@ -2,7 +2,7 @@
 second pass through the queue, on SQLite and on PostgreSQL.
 
     .venv/bin/python -m bench.queue [--jobs 200] [--slots 8] [--backends sqlite,postgres]
-                                    [--sandbox auto|on|off]
+                                    [--sandbox auto|on|off] [--executor local|slurm]
 
 As root (it makes a throwaway OS user and, for PostgreSQL, a throwaway cluster). The
 agent is a stand-in that prints a stream-json result and exits at once, so the numbers
@@ -13,14 +13,18 @@ as stored in its transcript (server clock; same machine), with a free slot every
 throughput: jobs started and completed per second with MAX_CONCURRENT_JOBS slots, from
 the first start to the last end as the server recorded it.
 DATA_DIR is made under --dir, by default /var/lib, where the server keeps it by default.
+With --executor slurm, every job is a step of a throwaway single-node Slurm cluster
+(tests/support/slurm.py), started with srun as the user.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from tests.support.api import Api, home_of, make_git_repo
 from tests.support.mounts import unmount_beneath
 from tests.support.postgres import running_cluster
 from tests.support.server import LiveServer, wait_for
+from tests.support.slurm import running_cluster as running_slurm
 from tests.support.users import UserFactory
 
 POLL = 0.25  # seconds between a batch client's questions whether its jobs are done
@@ -44,8 +49,15 @@ echo '{RESULT}'
 """
 
 
+SLURM_JOB_MEMORY = "512M"  # what each job asks Slurm for: all slots fit on the node
+
+
 def start_server(
-    root: Path, database_url: str | None, slots: int, sandbox: str = "auto"
+    root: Path,
+    database_url: str | None,
+    slots: int,
+    sandbox: str = "auto",
+    executor: dict[str, str] | None = None,
 ) -> LiveServer:
     agent = root / "agent.sh"
     agent.write_text(STAND_IN)
@@ -61,7 +73,7 @@ def start_server(
     }
     if database_url:
         env["DATABASE_URL"] = database_url
-    return LiveServer(data, env).start()
+    return LiveServer(data, env | (executor or {})).start()
 
 
 def first_output_at(api: Api, job_id: str) -> datetime:
@@ -120,7 +132,7 @@ def measure(backend: str, database_url: str | None, args: argparse.Namespace) ->
     with tempfile.TemporaryDirectory(prefix="bench-queue-", dir=args.dir) as tmp:
         root = Path(tmp)
         root.chmod(0o755)
-        server = start_server(root, database_url, slots, args.sandbox)
+        server = start_server(root, database_url, slots, args.sandbox, args.executor_env)
         try:
             api = Api(server, users.create())
             api.ready_repository("bench", make_git_repo(home_of(api.user), api.user))
@@ -145,15 +157,27 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--dir", type=Path, default=Path("/var/lib"), help="where DATA_DIR goes")
     parser.add_argument("--sandbox", default="auto", help="JOB_SANDBOX of the server")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
     args = parser.parse_args()
     print("| database | jobs | start → agent median (ms) | p99 (ms) | slots | jobs/s |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for backend in args.backends.split(","):
-        if backend == "postgres":
-            with running_cluster() as cluster:
-                print(measure(backend, cluster.create_database(), args), flush=True)
-        else:
-            print(measure(backend, None, args), flush=True)
+    with executor_env(args.executor) as args.executor_env:
+        for backend in args.backends.split(","):
+            if backend == "postgres":
+                with running_cluster() as cluster:
+                    print(measure(backend, cluster.create_database(), args), flush=True)
+            else:
+                print(measure(backend, None, args), flush=True)
+
+
+@contextlib.contextmanager
+def executor_env(executor: str) -> Iterator[dict[str, str]]:
+    """The server's settings for `executor`, with a Slurm cluster while they are in use."""
+    if executor == "local":
+        yield {}
+        return
+    with running_slurm() as slurm:
+        yield slurm.env | {"EXECUTOR": "slurm", "JOB_MEMORY_MAX": SLURM_JOB_MEMORY}
 
 
 if __name__ == "__main__":

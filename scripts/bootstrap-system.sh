@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages a target needs, only where they are missing.
 #   scripts/bootstrap-system.sh run   - what the server needs (git, Node.js for Claude Code)
-#   scripts/bootstrap-system.sh test  - plus filesystems, PostgreSQL, nginx and Chromium for the tests,
+#   scripts/bootstrap-system.sh test  - plus filesystems, PostgreSQL, nginx, Chromium and a
+#                                       single-node Slurm (slurm-wlm, munge) for the tests,
 #                                       and wrk for the benchmarks
 set -euo pipefail
 
@@ -9,7 +10,8 @@ want=(git:git node:nodejs npm:npm)
 if [ "${1:-run}" = test ]; then
   want+=(mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs openssl:openssl losetup:mount
          /usr/lib/postgresql/15/bin/initdb:postgresql-15 systemd-analyze:systemd
-         nginx:nginx chromium:chromium chromedriver:chromium-driver wrk:wrk)
+         nginx:nginx chromium:chromium chromedriver:chromium-driver wrk:wrk
+         /usr/sbin/slurmctld:slurm-wlm /usr/sbin/munged:munge)
 fi
 
 missing=()

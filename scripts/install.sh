@@ -295,6 +295,12 @@ DATA_DIR=$data_dir
 # auto (Landlock where the kernel offers it), on (refuse to start without it) or off: a
 # sandboxed job writes only its workspace, its Claude Code state and its own TMPDIR
 #JOB_SANDBOX=auto
+# local (jobs run on this host) or slurm (each job a Slurm job step, srun as its user; the
+# nodes must see DATA_DIR and the users' homes at the same paths: see README)
+#EXECUTOR=local
+# with slurm: the partition for jobs, and further srun arguments (split as a shell would)
+#SLURM_PARTITION=
+#SLURM_ARGS=
 # the Claude Code CLI
 CLAUDE_COMMAND=$claude_command
 # pam (the $SERVICE PAM service) or shadow (read SHADOW_FILE and PASSWD_FILE)

@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         await services.executor.open()
         services.dispatcher.start()
+        services.notifier.start()
         logs.log.info("started", data_dir=str(settings.DATA_DIR), auth=settings.AUTH_BACKEND.value)
         try:
             async with anyio.create_task_group() as background:
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
                 finally:
                     background.cancel_scope.cancel()
         finally:
+            await services.notifier.stop()
             await services.dispatcher.shutdown(RunEnd.SHUTDOWN)
             await services.executor.close()
             services.close()

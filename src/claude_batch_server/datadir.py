@@ -2,8 +2,9 @@
 
 The server runs with umask 077, so whatever it makes from then on is its own; this puts
 right what exists already. Closing each top-level entry closes everything beneath it.
-Users pass through DATA_DIR, `workspaces/` and `staging/` (--x) to the folders of their
-own below them, and list none of them.
+Users pass through DATA_DIR, `workspaces/`, `staging/` and `tmp/` (--x) to the folders of
+their own below them, and list none of them (another server on the same DATA_DIR may be
+running jobs in them while this one starts).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Final
 from sqlalchemy.engine import make_url
 
 PASS_THROUGH: Final = 0o711
-PASSED_THROUGH: Final = frozenset({"workspaces", "staging"})
+PASSED_THROUGH: Final = frozenset({"workspaces", "staging", "tmp"})
 
 
 def prepare(data_dir: Path, database_url: str) -> None:

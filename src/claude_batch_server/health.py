@@ -1,5 +1,6 @@
 """Health checks: the database answers, DATA_DIR takes writes, the agent CLI runs as a job
-runs it: as an unprivileged account, with a job's environment and from beneath DATA_DIR."""
+runs it: as an unprivileged account, with a job's environment and from beneath DATA_DIR;
+with EXECUTOR=slurm, a node of the cluster takes jobs (`sinfo`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from claude_batch_server.store.db import Database
 MIN_FREE_BYTES = 256 * 1024 * 1024
 AGENT_CHECK_TTL = 60.0  # `claude --version` starts Node: ask once a minute, not per probe
 AGENT_TIMEOUT = 30.0
+CLUSTER_CHECK_TTL = 15.0  # seconds a reading of `sinfo` is kept: probes come often
 PROBE_ACCOUNT = "nobody"  # no group, no home: what it reaches, every user reaches
 NOBODY_ID = 65534
 # `cd` as the account: a job starts in its workspace, beneath DATA_DIR/workspaces
@@ -41,8 +44,12 @@ class HealthService:
         claude_command: str,
         job_dir: Path,
         cgroup: str,
+        cluster: Callable[[], str] | None = None,
     ) -> None:
+        """`cluster`: with EXECUTOR=slurm, blocking, "ok" or "failing: ..." for the cluster."""
         self._database = database
+        self._cluster = cluster
+        self._cluster_seen: tuple[float, str] | None = None
         self._cgroup = cgroup
         self._data_dir = data_dir
         self._claude_command = claude_command
@@ -55,6 +62,8 @@ class HealthService:
             "storage": await anyio.to_thread.run_sync(self._check_storage),
             "agent": await anyio.to_thread.run_sync(self.check_agent),
         }
+        if self._cluster is not None:
+            checks["cluster"] = await anyio.to_thread.run_sync(self._check_cluster)
         healthy = all(value == "ok" for value in checks.values())
         status = "ok" if healthy else "failing"
         return HealthReport(status, __version__, checks, self._cgroup)
@@ -76,6 +85,13 @@ class HealthService:
         if free < MIN_FREE_BYTES:
             return f"failing: only {free // (1024 * 1024)} MiB free"
         return "ok"
+
+    def _check_cluster(self) -> str:
+        now = time.monotonic()
+        if self._cluster_seen is None or now - self._cluster_seen[0] > CLUSTER_CHECK_TTL:
+            assert self._cluster is not None
+            self._cluster_seen = (now, self._cluster())
+        return self._cluster_seen[1]
 
     def check_agent(self) -> str:
         """Blocking: "ok", or "failing: ..." with what stops a job from running the CLI."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.disk import DiskGuard
 from claude_batch_server.jobs.dispatcher import TICK, Dispatcher
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.executors import executor_for
+from claude_batch_server.jobs.executors import cluster_for, executor_for
 from claude_batch_server.jobs.executors.base import Executor
 from claude_batch_server.jobs.images import ImageStore
 from claude_batch_server.jobs.journal import RunJournal
@@ -42,8 +43,9 @@ from claude_batch_server.metrics import Metrics
 from claude_batch_server.quotas import DiskQuotas
 from claude_batch_server.repositories.service import RepositoryService
 from claude_batch_server.results.service import ResultService
-from claude_batch_server.settings import AuthBackend, Settings
+from claude_batch_server.settings import AuthBackend, SandboxMode, Settings
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Notifier, Topic
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
 JOB_LEASE = timedelta(seconds=30)
@@ -68,6 +70,7 @@ class Services:
     containment: Containment
     sandbox: Sandbox
     results: ResultService
+    notifier: Notifier
 
     def audit(
         self, user: User, address: str, action: str, target: str
@@ -113,21 +116,25 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     containment = Containment.for_host(root_name(settings.DATA_DIR), _group_limits(settings))
     quotas = DiskQuotas(settings.job_disk_max(_filesystem_size(settings.DATA_DIR)))
-    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas)
+    cluster = cluster_for(settings)
+    # a Slurm node sees DATA_DIR's folders, never this host's mounts
+    shared = cluster is not None
+    workspaces = WorkspaceEngine(settings.DATA_DIR, settings.COW_STRATEGY, quotas, shared)
     health = HealthService(
         database,
         settings.DATA_DIR,
         settings.CLAUDE_COMMAND,
         workspaces.workspaces_root,
         containment.flavour.value,
+        functools.partial(cluster.check, settings.SLURM_PARTITION) if cluster else None,
     )
     repositories = RepositoryService(
         database, workspaces, settings.DATA_DIR, accounts.lookup, active_jobs_in
     )
-    sandbox = Sandbox(
-        settings.JOB_SANDBOX, settings.DATA_DIR / "tmp", workspaces.count_against_quota
-    )
-    executor = executor_for(settings, containment, sandbox)
+    # Landlock confines this host's processes, not a Slurm step (Settings refuse `on` so)
+    sandbox_mode = SandboxMode.OFF if shared else settings.JOB_SANDBOX
+    sandbox = Sandbox(sandbox_mode, settings.DATA_DIR / "tmp", workspaces.count_against_quota)
+    executor = executor_for(settings, containment, sandbox, cluster)
     results = ResultService(
         database,
         workspaces,
@@ -136,6 +143,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings.webhook_secret,
         settings.WEBHOOK_ALLOWED_HOSTS,
     )
+    notifier = Notifier(database.url)
     engine = _job_engine(
         settings,
         database,
@@ -145,6 +153,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         executor,
         sandbox,
         results,
+        notifier,
     )
     files = FileService(workspaces, accounts.lookup, BoundedDiffs(containment))
     return Services(
@@ -165,6 +174,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         containment,
         sandbox,
         results,
+        notifier,
     )
 
 
@@ -194,6 +204,7 @@ def _job_engine(
     executor: Executor,
     sandbox: Sandbox,
     results: ResultService,
+    notifier: Notifier,
 ) -> _JobEngine:
     limits = Limits(settings.MAX_CONCURRENT_JOBS, settings.MAX_CONCURRENT_JOBS_PER_USER)
     transitions = Transitions(new_owner_id(), results.ended_in)
@@ -212,6 +223,10 @@ def _job_engine(
     runner = JobRunner(preparer, executor, journal, metrics)
     guard = DiskGuard(settings.DATA_DIR, settings.min_free_bytes, workspaces, sandbox)
     dispatcher = Dispatcher(queue, runner, guard)
+    # what other server processes on the database changed: each handler looks it up
+    notifier.subscribe(Topic.QUEUE, lambda _: dispatcher.wake())
+    notifier.subscribe(Topic.CANCEL, dispatcher.cancel_noticed)
+    notifier.subscribe(Topic.EVENTS, broker.publish)
     reader = JobReader(database, queue, events, broker)
     jobs = JobService(
         database, transitions, queue, dispatcher, reader, images, workspaces, repositories, results

@@ -6,6 +6,8 @@ import base64
 import os
 import re
 import secrets
+import shlex
+import shutil
 from collections.abc import Callable
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -57,6 +59,18 @@ class ExecutorKind(StrEnum):
     SLURM = "slurm"  # each job a Slurm job step, run as its user on the cluster's nodes
 
 
+# srun options the server sets itself: the job's name (how it is found again), its folder,
+# environment, streams and user; SLURM_ARGS may not change them
+_SERVER_SRUN_OPTIONS = (
+    "-J", "--job-name", "-D", "--chdir", "--export", "-o", "--output", "-e", "--error",
+    "-i", "--input", "-u", "--unbuffered", "--pty", "--uid", "--gid", "--mem", "--time",
+    "-t", "--cpus-per-task", "-c",
+)  # fmt: skip
+
+
+SLURM_TOOLS = ("srun", "scancel", "squeue", "sinfo", "sstat")
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -104,6 +118,10 @@ class Settings(BaseSettings):
     JOB_OUTPUT_MAX_MB: int = Field(100, ge=1, le=1024 * 1024)
     DATA_DIR_MIN_FREE: str = "5%"
     JOB_DISK_MAX: str = ""  # empty: DATA_DIR's size ÷ MAX_CONCURRENT_JOBS; 0: no quota
+    SLURM_PARTITION: str = Field(
+        "", max_length=200, pattern=r"^([A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*)?$"
+    )
+    SLURM_ARGS: str = Field("", max_length=4000)
     WEBHOOK_URL: str = Field("", max_length=2048, pattern=r"^(https?://[^\x00-\x20\x7f]+)?$")
     WEBHOOK_SECRET: SecretStr | None = None
     WEBHOOK_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
@@ -151,6 +169,43 @@ class Settings(BaseSettings):
             raise ValueError("on, but this kernel offers no Landlock")
         return value
 
+    @field_validator("SLURM_ARGS")
+    @classmethod
+    def _srun_arguments(cls, value: str) -> str:
+        try:
+            arguments = shlex.split(value)
+        except ValueError as error:
+            raise ValueError(f"not a shell-quoted list of srun arguments: {error}") from None
+        if "--" in arguments:  # what follows would run in place of the agent
+            raise ValueError("-- ends srun's options: the server puts the agent after it")
+        for argument in arguments:
+            # --name=value, or -Xvalue (a short option with its value joined)
+            name = argument.split("=", 1)[0] if argument.startswith("--") else argument[:2]
+            if name in _SERVER_SRUN_OPTIONS:
+                raise ValueError(f"{name} is set by the server for every job")
+        return value
+
+    @model_validator(mode="after")
+    def _slurm_needs_shared_workspaces(self) -> Settings:
+        if self.EXECUTOR is not ExecutorKind.SLURM:
+            return self
+        # an overlay is mounted on this host alone; the nodes would see an empty folder
+        if self.COW_STRATEGY is CowStrategy.OVERLAY:
+            raise ValueError(
+                "COW_STRATEGY=overlay with EXECUTOR=slurm: an overlay mount lives on this host"
+                " only; use btrfs, reflink or copy on storage that the nodes share"
+            )
+        # Landlock confines the processes of this host: a Slurm step starts on its node
+        if self.JOB_SANDBOX is SandboxMode.ON:
+            raise ValueError(
+                "JOB_SANDBOX=on with EXECUTOR=slurm: the sandbox confines the processes of this"
+                " host, not a Slurm job step"
+            )
+        for tool in SLURM_TOOLS:
+            if shutil.which(tool) is None:
+                raise ValueError(f"EXECUTOR=slurm, but Slurm's {tool} is not on PATH")
+        return self
+
     @field_validator("DATA_DIR_MIN_FREE", "JOB_DISK_MAX")
     @classmethod
     def _free_space(cls, value: str, info: ValidationInfo) -> str:
@@ -195,6 +250,11 @@ class Settings(BaseSettings):
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'server.db'}"
         return self
+
+    @property
+    def slurm_args(self) -> list[str]:
+        """SLURM_ARGS as srun's arguments, split as a shell would (checked when read)."""
+        return shlex.split(self.SLURM_ARGS)
 
     @property
     def job_memory_max(self) -> int:
@@ -245,11 +305,16 @@ def _stored_key(path: Path, new: Callable[[], str] = _new_jwt_key) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = new()
-    # O_EXCL: when two processes start at once, one writes and the other reads its key.
+    # written whole under a name of its own, then linked into place: when several servers
+    # start at once, one key wins and the others read it complete, never half written
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key)
+        os.link(temporary, path)
     except FileExistsError:
         return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(key)
+    finally:
+        temporary.unlink()
     return key

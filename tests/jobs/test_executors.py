@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server.cgroups.base import Limits
-from claude_batch_server.errors import ConfigError
 from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.executors import executor_for
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.settings import SandboxMode, Settings
+from tests.support.slurm import missing_binaries
 
 
 def _executor_for(executor: str, tmp_path: Path) -> object:
@@ -25,6 +25,7 @@ def test_local_is_the_default(tmp_path: Path) -> None:
     assert getattr(_executor_for("local", tmp_path), "name", None) == "local"
 
 
-def test_slurm_is_refused_until_it_is_built(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="EXECUTOR=slurm"):
-        _executor_for("slurm", tmp_path)
+def test_slurm_is_chosen_by_executor(tmp_path: Path) -> None:
+    if missing_binaries():
+        pytest.skip("Slurm is not installed: scripts/bootstrap-system.sh test installs it")
+    assert getattr(_executor_for("slurm", tmp_path), "name", None) == "slurm"

@@ -4,11 +4,14 @@ between users; on SQLite, and on PostgreSQL with two server processes sharing it
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from claude_batch_server.jobs.queue import new_owner_id, owner_is_dead, owner_is_here
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.jobs.conftest import JobWorld, JobWorldFactory
 from tests.support.api import Api, home_of
@@ -120,3 +123,12 @@ def test_two_servers_share_one_postgres_queue(
 
     assert {job["status"] for job in done} == {"completed"}
     assert most_at_once(intervals(done)) == 2
+
+
+def test_a_lease_of_another_host_names_no_process_here() -> None:
+    """Servers on several hosts share the database: a dead one's pid means nothing here, so
+    recovering its job kills no local process that happens to have that number."""
+    assert owner_is_here(new_owner_id())
+    assert owner_is_here(None)
+    assert not owner_is_here(f"not-{socket.gethostname()}:{os.getpid()}:0123abcd")
+    assert not owner_is_dead(f"not-{socket.gethostname()}:999999999:0123abcd")

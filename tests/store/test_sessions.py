@@ -122,6 +122,36 @@ def test_a_connection_idle_for_a_while_is_checked_before_use(
         database.close()
 
 
+@pytest.mark.postgres
+def test_a_write_on_a_cut_connection_fails_as_the_database_said(
+    postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OperationalError, which writers retry (the transcript's recorder), not an error of
+    SQLAlchemy's about the invalidated connection."""
+    database = Database(postgres.create_database())
+    try:
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 3600.0)  # none counts as idle
+        with database.connection() as connection:
+            connection.execute(text("SELECT 1"))
+        postgres.cut_connections(database.url)
+        with pytest.raises(OperationalError), database.connection() as connection:
+            connection.execute(text("SELECT 1"))
+        with database.connection() as connection:
+            assert connection.scalar(text("SELECT 1")) == 1
+    finally:
+        database.close()
+
+
+def test_a_streamed_read_fetches_a_few_rows_at_a_time(database: Database) -> None:
+    """yield_per: on PostgreSQL a server-side cursor, which needs a transaction."""
+    with database.session() as session:
+        session.add_all(revoked(5))
+    query = select(RevokedToken.jti).order_by(RevokedToken.jti).execution_options(yield_per=2)
+    with database.read(streamed=True) as session:
+        assert list(session.scalars(query)) == [f"t{n}" for n in range(5)]
+    database.close()
+
+
 def _select_one(database: Database) -> int | None:
     with database.read_connection() as connection:
         value: int | None = connection.scalar(text("SELECT 1"))

@@ -54,7 +54,8 @@ class LiveServer:
         self.start_deadline = start_deadline
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        # one per server: several may share a DATA_DIR
+        self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}-server.log"
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOST": "127.0.0.1",

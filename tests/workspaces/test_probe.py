@@ -52,3 +52,19 @@ def test_a_strategy_that_does_not_work_is_refused(data_dir: Path, filesystem: st
 )
 def test_auto_falls_back_in_the_measured_order(works: dict[str, bool], picked: str) -> None:
     assert registry.choose(CowStrategy.AUTO, works, "here").name == picked
+
+
+SHARED = {"btrfs": "btrfs", "xfs": "reflink", "ext4": "copy"}
+
+
+@pytest.mark.parametrize("filesystem", ["disk", "xfs", "btrfs"])
+def test_auto_for_jobs_on_other_hosts_picks_plain_directories(
+    data_dir: Path, filesystem: str
+) -> None:
+    """With Slurm, the nodes see DATA_DIR's folders but none of this host's mounts."""
+    fstype = kind(filesystem)
+    if fstype not in SHARED:
+        pytest.skip(f"no expectation for {fstype}")
+    engine = WorkspaceEngine(data_dir, CowStrategy.AUTO, shared=True)
+    assert engine.strategy_name == SHARED[fstype]
+    assert engine.report()["available"]["overlay"] is True  # it works, it is not chosen

@@ -84,14 +84,17 @@ class Containment:
         self._groups.remove(name)
         return used
 
-    def sweep(self, keep: Iterable[str]) -> int:
-        """Blocking, at start: kills and removes every job's group but those of `keep`
-        (jobs that other live servers run); returns how many there were."""
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
+        """Blocking, at start: kills and removes every job's group but those of the jobs
+        `keep()` names (the running ones, which other live servers run); returns how many
+        there were. `keep` is asked after the groups are listed: a job claimed meanwhile
+        by another server, whose group is new, is running by then."""
         if self._groups is None:
             return 0
-        kept = {JOB_PREFIX + job_id for job_id in keep}
+        names = self._groups.names()
+        kept = {JOB_PREFIX + job_id for job_id in keep()}
         swept = 0
-        for name in self._groups.names():
+        for name in names:
             if name not in kept:
                 self._groups.kill(name)
                 self._groups.remove(name)

@@ -3,9 +3,10 @@ runs them, keeps their leases alive, and ends the jobs a dead dispatcher left be
 
 Dispatch is event driven. A start (or resume) that finds a slot free claims in its own
 transaction and hands the claim over; otherwise it wakes the dispatcher, as does a run's
-end while jobs wait. A tick every `TICK` seconds renews leases and notices what other
-processes changed (a cancel, a job queued there while that process was full, a lapsed
-lease).
+end while jobs wait. Other processes on the same PostgreSQL database wake it through
+notifications (store/notify.py): a job queued there while that process was full, a run's
+end there, a cancel of a job that runs here. A tick every `TICK` seconds renews leases and
+notices what those may have missed, and a lapsed lease.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task[JobStatus], StopRequest]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._checks: set[asyncio.Task[None]] = set()  # cancels noticed, being looked up
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         # whether jobs may be waiting, as far as this process can know: else a run's end
@@ -72,6 +74,24 @@ class Dispatcher:
             return False
         entry[1].set(reason)
         return True
+
+    def cancel_noticed(self, job_id: str) -> None:
+        """Someone asked, perhaps through another process, to cancel `job_id`: if it runs
+        here, the database is asked now rather than at the next tick; in the event loop."""
+        if job_id in self._running and not self._closing:
+            check = asyncio.create_task(self._stop_if_cancelled(job_id))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+
+    async def _stop_if_cancelled(self, job_id: str) -> None:
+        try:
+            await self._stop_cancelled([job_id])
+        except Exception:  # the database may be away for a moment: the next tick looks again
+            log.exception("looking up a cancel failed", job=job_id)
+
+    async def _stop_cancelled(self, job_ids: list[str]) -> None:
+        for job_id in await anyio.to_thread.run_sync(self._queue.cancel_requested, job_ids):
+            self.stop_job(job_id)
 
     async def wait_for(self, job_id: str) -> None:
         entry = self._running.get(job_id)
@@ -130,10 +150,7 @@ class Dispatcher:
         while True:
             try:
                 await anyio.to_thread.run_sync(self._queue.renew, list(self._running))
-                for job_id in await anyio.to_thread.run_sync(
-                    self._queue.cancel_requested, list(self._running)
-                ):
-                    self.stop_job(job_id)
+                await self._stop_cancelled(list(self._running))
                 await anyio.to_thread.run_sync(self.recover)
             except Exception:
                 log.exception("dispatcher tick failed")
@@ -169,4 +186,4 @@ class Dispatcher:
     def sweep(self) -> int:
         """Blocking, at start: ends every run that no running job holds (a dead server's,
         recovered above, or of a run that ended while it died)."""
-        return self._runner.executor.sweep(self._queue.running_ids())
+        return self._runner.executor.sweep(self._queue.running_ids)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select
 
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Topic, publish_in
 from claude_batch_server.store.tables import JOB_EVENTS, JobEvent
 
 PAGE_EVENTS = 1000  # events in one page of a transcript, at most and by default
@@ -51,6 +52,7 @@ class EventStore:
                 for n, event in enumerate(events, 1)
             ]
             connection.execute(_INSERT, rows)
+            publish_in(connection, Topic.EVENTS, job_id)  # followers in other processes
         return seq + len(events)
 
     def last(self, job_id: str) -> int:
@@ -71,12 +73,11 @@ class EventStore:
             .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
             .order_by(JobEvent.seq)
             .limit(limit)
+            .execution_options(yield_per=PAGE_FETCH)
         )
-        if self._database.is_sqlite:  # PostgreSQL's reads run in autocommit: no server cursor
-            query = query.execution_options(yield_per=PAGE_FETCH)
         page: list[JobEvent] = []
         size = 0
-        with self._database.read() as session:
+        with self._database.read(streamed=True) as session:
             for event in session.scalars(query):
                 page.append(event)
                 size += len(event.data)

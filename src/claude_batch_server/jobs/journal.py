@@ -25,6 +25,7 @@ from claude_batch_server.jobs.transcript import Event, RunResult, server_event
 from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Topic, publish_in
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 
 MEGABYTE = 1024 * 1024
@@ -106,6 +107,7 @@ class RunJournal:
         )
         if not self._transitions.finish(connection, job_id, outcome, result, utcnow()):
             return []
+        publish_in(connection, Topic.QUEUE)  # its slot is free, for any process to fill
         return [ended] if started is None else [started, ended]
 
     def finish(

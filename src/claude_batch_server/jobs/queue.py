@@ -37,6 +37,12 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def owner_is_here(owner: str | None) -> bool:
+    """Whether `owner` was a process on this host (or is unknown): only then may its job's
+    pid name anything here."""
+    return owner is None or owner.partition(":")[0] == socket.gethostname()
+
+
 def owner_is_dead(owner: str) -> bool:
     """True when `owner` was a process on this host that no longer runs."""
     host, _, rest = owner.partition(":")

@@ -119,8 +119,9 @@ class JobReader:
     def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
         """The job's events after `after`, live, until the job has ended and all are sent.
 
-        Woken at once by runs of this process; a run in another process is noticed
-        within `FOLLOW_POLL` seconds (jobs/feeds.py)."""
+        Woken at once by runs of this process, and by those of other processes on the
+        same PostgreSQL through their notifications; at worst, news is noticed within
+        `FOLLOW_POLL` seconds (jobs/feeds.py)."""
         return self._feeds.follow(job_id, after)
 
     def _ended(self, job_id: str) -> bool:

@@ -119,6 +119,7 @@ class JobRunner:
                 self.executor.memory_max,
                 self.journal.output_max_mb,
             )
+            outcome = await run.amend(outcome, ended)
             await recorder.close(functools.partial(self.journal.finish_in, job.id, outcome, result))
         except Exception:
             await recorder.close()

@@ -26,6 +26,7 @@ from claude_batch_server.repositories.service import RepositoryService, RepoStat
 from claude_batch_server.repositories.validation import check_text
 from claude_batch_server.results.service import ResultService
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.notify import Topic, publish_in
 from claude_batch_server.store.tables import Job, detached, utcnow
 from claude_batch_server.workspaces.engine import WorkspaceEngine
 
@@ -143,6 +144,8 @@ class JobService:
             claim, more = (None, True)
             if self._dispatcher.accepts():
                 claim, more = self._queue.claim_in(connection)
+            if more:  # for whichever process has a slot free
+                publish_in(connection, Topic.QUEUE)
         if claim is not None:
             self._dispatcher.hand_over(claim)
         if more:
@@ -165,7 +168,10 @@ class JobService:
 
     def _request_cancel(self, job_id: str) -> bool:
         with self._database.connection() as connection:
-            return self._transitions.request_cancel(connection, job_id)
+            if not self._transitions.request_cancel(connection, job_id):
+                return False
+            publish_in(connection, Topic.CANCEL, job_id)  # for the process that runs it
+            return True
 
     async def delete(self, job: Job) -> None:
         """Stops the job if it runs, then removes its workspace, images and record."""

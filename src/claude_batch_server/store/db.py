@@ -129,6 +129,10 @@ class Database:
             reads["isolation_level"] = "AUTOCOMMIT"
         self._read_engine = self.engine.execution_options(**reads)
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+        # a read that fetches its rows a few at a time (yield_per) needs a transaction on
+        # PostgreSQL, where they come from a server-side cursor
+        streamed = self.engine.execution_options(**{READS_ONLY: True})
+        self._streamed_reads = sessionmaker(streamed, expire_on_commit=False)
         # SQLite: this process's writers queue here, where a release wakes the next one at
         # once; SQLite's busy handler would poll in sleeps of up to 100 ms. Reentrant, so a
         # thread that nests sessions meets SQLite's busy timeout, as without it.
@@ -145,11 +149,13 @@ class Database:
             yield session
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
+    def read(self, streamed: bool = False) -> Iterator[Session]:
         """A unit of work that only reads: on SQLite it does not take the write lock, so it
         neither waits for writers nor makes them wait; on PostgreSQL each statement sees
-        what was committed when it ran. Never write in it."""
-        with self._reads() as session, session.begin():
+        what was committed when it ran. `streamed`: for a query that fetches its rows a few
+        at a time (`yield_per`). Never write in it."""
+        factory = self._streamed_reads if streamed else self._reads
+        with factory() as session, session.begin():
             yield session
 
     @contextmanager
@@ -157,12 +163,17 @@ class Database:
         """`session` without the ORM, for the hot paths where its bookkeeping costs more
         than the statements: one transaction, committed on success, rolled back on any
         error."""
+        hooks: list[Callable[[], None]] = []
         with self._writer_turn():
             with self.engine.begin() as connection:
+                connection.info[_COMMIT_HOOKS] = hooks
                 try:
                     yield connection
                 finally:  # taken off whatever happens: the pooled connection lives on
-                    hooks = connection.info.pop(_COMMIT_HOOKS, [])
+                    # (unless the database cut it: then it is gone, and asking for its
+                    # info would hide the error behind one of SQLAlchemy's)
+                    if not connection.invalidated:
+                        del connection.info[_COMMIT_HOOKS]
             for hook in hooks:  # committed
                 hook()
 

@@ -46,8 +46,14 @@ class WorkspaceEngine:
     made, exclusive while the stored tree is swapped or unused trees are dropped."""
 
     def __init__(
-        self, data_dir: Path, strategy: CowStrategy, quotas: DiskQuotas | None = None
+        self,
+        data_dir: Path,
+        strategy: CowStrategy,
+        quotas: DiskQuotas | None = None,
+        shared: bool = False,
     ) -> None:
+        """`shared`: jobs run on other hosts too (Slurm), which see DATA_DIR's directories
+        but none of this host's mounts."""
         self._layout = Layout(data_dir)
         self._layout.prepare()
         self._sweep_scratch()
@@ -56,7 +62,7 @@ class WorkspaceEngine:
         with self._scratch() as scratch:
             self._available = probe.available(scratch)
         where = f"{data_dir} ({self._filesystem})"
-        self._strategy = registry.choose(strategy, self._available, where)
+        self._strategy = registry.choose(strategy, self._available, where, shared)
         self.strategy_name: str = self._strategy.name
         self._quotas = quotas
         if quotas is not None:

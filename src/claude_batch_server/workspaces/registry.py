@@ -33,12 +33,18 @@ STRATEGIES: Final[dict[str, Strategy]] = {
     for strategy in (OverlayStrategy(), BtrfsStrategy(), ReflinkStrategy(), CopyStrategy())
 }
 ORDER: Final = tuple(STRATEGIES)
+HOST_ONLY: Final = OverlayStrategy.name  # a mount, seen by this host's processes alone
 
 
-def choose(requested: CowStrategy, works: dict[str, bool], where: str) -> Strategy:
-    """The strategy asked for, or with `auto` the first in ORDER that works."""
+def choose(
+    requested: CowStrategy, works: dict[str, bool], where: str, shared: bool = False
+) -> Strategy:
+    """The strategy asked for, or with `auto` the first in ORDER that works; with `shared`
+    (jobs run on other hosts, as Slurm's nodes) only one that makes a plain directory, which
+    every host that mounts DATA_DIR sees: an overlay mount exists on this host alone."""
     if requested is CowStrategy.AUTO:
-        return STRATEGIES[next(name for name in ORDER if works[name])]
+        usable = (name for name in ORDER if works[name] and not (shared and name == HOST_ONLY))
+        return STRATEGIES[next(usable)]
     if not works[requested.value]:
         raise WorkspaceError(f"COW_STRATEGY={requested.value} does not work on {where}")
     return STRATEGIES[requested.value]

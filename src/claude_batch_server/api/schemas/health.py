@@ -5,6 +5,7 @@ class Checks(BaseModel):
     database: str
     storage: str
     agent: str
+    cluster: str | None = None  # with EXECUTOR=slurm: a node of the cluster takes jobs
 
 
 class HealthResponse(BaseModel):

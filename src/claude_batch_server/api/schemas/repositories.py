@@ -47,3 +47,4 @@ class StorageResponse(ApiModel):
     cgroup: str  # v1, v2 or none: the control groups that jobs run in
     sandbox: str  # "landlock ABI N" or "off"
     quota: str  # per-job disk quotas: "xfs-project", "ext4-project" or "none: guard only"
+    executor: str  # local or slurm: where jobs run (with slurm, `strategy` is never overlay)

@@ -7,6 +7,8 @@ the transcript talk to this Protocol alone, never to what runs behind it.
                               ─ stop(): early, at a cancel, a timeout, a shutdown
                               ─ end(): whatever is left ended, what it held released,
                                        what it used (always called, once)
+                              ─ amend(): the outcome, with what only the executor knows
+                                       of the run's end (a cluster's verdict)
     end_leftover(job) / sweep(keep): what a dead server's runs left, found and ended
 
 `local` (`local.py`) runs on this host: the spawner, a control group, the Landlock
@@ -26,6 +28,7 @@ from typing import Protocol
 from claude_batch_server.accounts import Account
 from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.store.tables import Job
 
 
@@ -75,6 +78,11 @@ class Run(Protocol):
         """After it exited or was stopped, or when starting or following it failed: ends
         whatever is left of it and releases what it held; returns what it used."""
 
+    async def amend(self, outcome: Outcome, ended: RunEnd) -> Outcome:
+        """After `end`: `outcome` (decided from how it `ended`, its exit code and result),
+        or what the executor knows better: a cluster that refused the run, ended it at its
+        own time limit, or lost its node."""
+
 
 class Executor(Protocol):
     name: str  # as EXECUTOR names it
@@ -93,6 +101,8 @@ class Executor(Protocol):
     def end_leftover(self, job: Job) -> bool:
         """Blocking: ends what a dead server's run of `job` left; True if there was any."""
 
-    def sweep(self, keep: Iterable[str]) -> int:
-        """Blocking, at start: ends every run of this server's but those of the jobs `keep`
-        (run by other live servers); returns how many it ended."""
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
+        """Blocking, at start: ends every run of this server's but those of the jobs that
+        `keep()` names (run by other live servers); returns how many it ended. `keep` is
+        called once the runs are listed: a run another server starts meanwhile is of a job
+        claimed by then."""

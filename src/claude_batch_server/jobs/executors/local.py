@@ -13,7 +13,9 @@ from claude_batch_server.cgroups.base import Flavour, Usage
 from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.executors.base import PreparedRun
 from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover
+from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from claude_batch_server.store.tables import Job
@@ -61,12 +63,13 @@ class LocalExecutor:
         return used
 
     def end_leftover(self, job: Job) -> bool:
-        killed = kill_leftover(job.pid, job.pid_start)
+        # a pid of another host (servers on shared storage) names nothing here
+        killed = owner_is_here(job.lease_owner) and kill_leftover(job.pid, job.pid_start)
         # whatever left the process group (a setsid daemon) is still in the job's group
         self._release(job.id)
         return killed
 
-    def sweep(self, keep: Iterable[str]) -> int:
+    def sweep(self, keep: Callable[[], Iterable[str]]) -> int:
         return self._containment.sweep(keep)
 
 
@@ -112,3 +115,6 @@ class LocalRun:
     async def end(self) -> Usage:
         await self._process.clear_group()
         return await anyio.to_thread.run_sync(self._release, self._job_id)
+
+    async def amend(self, outcome: Outcome, ended: RunEnd) -> Outcome:
+        return outcome  # this host has nothing to add
