@@ -1,0 +1,83 @@
+"""A job's disk quota (quotas/) against the job itself: it owns its workspace, so whatever
+its user may do there unprivileged it may try, to write past JOB_DISK_MAX."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fake_anthropic import FakeAnthropic, bash, marker, text
+from tests.jobs.conftest import JobWorldFactory
+from tests.jobs.test_quota import LIMIT, QuotaFs, quota_fs
+from tests.security.conftest import Attacks
+
+__all__ = ["quota_fs"]
+
+# a btrfs subvolume of its own in the workspace (any user may make one where it may write)
+# has a quota group of its own, outside the workspace's; then twice the limit into it
+NESTED = (
+    "btrfs subvolume create nested >/dev/null; echo made=$?; "
+    "head -c 64M /dev/zero > nested/big; echo head=$?"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a subvolume the job makes in its btrfs workspace has a quota group of its own, "
+    "which no limit holds (the workspace's group is not its parent)",
+)
+def test_a_nested_subvolume_does_not_escape_the_quota(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, quota_fs: QuotaFs, attacks: Attacks
+) -> None:
+    if quota_fs.mechanism != "btrfs-qgroup":
+        pytest.skip("subvolumes are btrfs's")
+    fake_anthropic.add_script("nested", [bash(NESTED), text("Done.")])
+    world = job_world(
+        data_dir=quota_fs.mount_point,
+        COW_STRATEGY=quota_fs.strategy,
+        JOB_DISK_MAX=str(LIMIT),
+        DATA_DIR_MIN_FREE="1%",
+    )
+    alice = world.member()
+    job = alice.run(alice.repo, f"Escape {marker('nested')}")["jobId"]
+    alice.wait_ended(job)
+    attacks.tried()
+    transcript = json.dumps(alice.events(job))
+    assert "made=0" in transcript, transcript[-2000:]  # the subvolume was made
+    assert "head=1" in transcript, transcript[-2000:]  # and writing past the limit refused
+    assert alice.http.delete(f"/jobs/{job}").status_code == 204
+
+
+# a folder of its own whose project id it sets to 0 (FS_IOC_FSSETXATTR: the kernel lets a
+# file's owner change it, in the host's user namespace), then twice the limit into it
+REPROJECT = r"""mkdir free && /usr/bin/python3 -c '
+import fcntl, os, struct
+fd = os.open("free", os.O_RDONLY)
+x = fcntl.ioctl(fd, 0x801C581F, bytes(28))
+xflags, extsize, nextents, _, cow = struct.unpack("=5I8x", x)
+fcntl.ioctl(fd, 0x401C5820, struct.pack("=5I8x", xflags & ~0x200, extsize, nextents, 0, cow))
+'; echo set=$?; head -c 64M /dev/zero > free/big; echo head=$?"""
+
+
+def test_a_project_id_set_back_to_zero_does_not_escape_the_quota(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, quota_fs: QuotaFs, attacks: Attacks
+) -> None:
+    """Not run here (this kernel has no quota support for XFS or ext4): on a host that has,
+    it shows whether a job can take its files out of its project."""
+    if quota_fs.mechanism == "btrfs-qgroup":
+        pytest.skip("project ids are XFS's and ext4's")
+    fake_anthropic.add_script("reproject", [bash(REPROJECT), text("Done.")])
+    world = job_world(
+        data_dir=quota_fs.mount_point,
+        COW_STRATEGY=quota_fs.strategy,
+        JOB_DISK_MAX=str(LIMIT),
+        DATA_DIR_MIN_FREE="1%",
+    )
+    alice = world.member()
+    job = alice.run(alice.repo, f"Escape {marker('reproject')}")["jobId"]
+    alice.wait_ended(job)
+    attacks.tried()
+    transcript = json.dumps(alice.events(job))
+    assert "head=1" in transcript, transcript[-2000:]  # writing past the limit refused
+    assert alice.http.delete(f"/jobs/{job}").status_code == 204
