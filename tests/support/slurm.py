@@ -6,6 +6,11 @@ read or touched, so it lives beside a cluster of the host and beside the cluster
 other test sessions on the same machine. Each cluster names its node uniquely: Slurm's
 cgroup v1 plugin keeps its groups in /sys/fs/cgroup/<controller>/slurm_<node>, apart from
 the server's own `claude-batch-*` groups and from another cluster's.
+
+With `accounting`, the cluster keeps its jobs' records as a site's does: a MariaDB of its
+own (its datadir, socket and loopback port in the cluster's folder; the host's MariaDB
+service is neither needed nor touched), `slurmdbd -D` in front of it, and slurmctld
+sending it every job and step.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tests.support.server import wait_for
 
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sinfo", "squeue", "scancel")
+ACCOUNTING_BINARIES = ("slurmdbd", "sacct", "sacctmgr", "mariadbd", "mariadb-install-db", "mariadb")
 START_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -51,7 +57,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 EnforcePartLimits=ALL
-AccountingStorageType=accounting_storage/none
+{accounting}
 JobAcctGatherType=jobacct_gather/cgroup
 JobAcctGatherFrequency=task=1
 JobCompType=jobcomp/none
@@ -66,6 +72,29 @@ NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory
 PartitionName=batch Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
+NO_ACCOUNTING = "AccountingStorageType=accounting_storage/none"
+ACCOUNTING = """\
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={munge_socket}"""
+
+SLURMDBD_CONF = """\
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+DbdHost=localhost
+DbdPort={dbd_port}
+SlurmUser=root
+PidFile={root}/state/slurmdbd.pid
+LogFile={root}/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass={password}
+StorageLoc=slurm_acct_db
+"""
+
 CGROUP_CONF = """\
 CgroupPlugin=cgroup/v1
 ConstrainRAMSpace=yes
@@ -73,8 +102,9 @@ ConstrainSwapSpace=no
 """
 
 
-def missing_binaries() -> list[str]:
-    return [name for name in BINARIES if shutil.which(name, path=SBIN_PATH) is None]
+def missing_binaries(accounting: bool = False) -> list[str]:
+    names = BINARIES + (ACCOUNTING_BINARIES if accounting else ())
+    return [name for name in names if shutil.which(name, path=SBIN_PATH) is None]
 
 
 def _free_ports(count: int) -> list[int]:
@@ -99,10 +129,11 @@ def _memory_mb() -> int:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path, extra: str = "") -> None:
-        """`extra`: lines added to slurm.conf."""
+    def __init__(self, root: Path, extra: str = "", accounting: bool = False) -> None:
+        """`extra`: lines added to slurm.conf; `accounting`: with slurmdbd and its MariaDB."""
         self.root = root
         self._extra = extra
+        self.accounting = accounting
         self.node = f"cbs{secrets.token_hex(4)}"
         self.conf = root / "etc" / "slurm.conf"
         self.munge_socket = root / "munge" / "socket"
@@ -132,7 +163,12 @@ class SlurmCluster:
             f"--seed-file={self.root / 'munge' / 'seed'}",
         )
         wait_for(self.munge_socket.exists, START_DEADLINE, "munged's socket")
-        ctld_port, slurmd_port = _free_ports(2)
+        ctld_port, slurmd_port, dbd_port, db_port = _free_ports(4)
+        accounting = (
+            ACCOUNTING.format(dbd_port=dbd_port, munge_socket=self.munge_socket)
+            if self.accounting
+            else NO_ACCOUNTING
+        )
         self.conf.write_text(
             SLURM_CONF.format(
                 root=self.root,
@@ -143,15 +179,80 @@ class SlurmCluster:
                 node=self.node,
                 cpus=os.cpu_count() or 1,
                 memory_mb=self.memory_mb,
+                accounting=accounting,
             )
             + self._extra
         )
         (self.root / "etc" / "cgroup.conf").write_text(CGROUP_CONF)
         for path in self.conf.parent.iterdir():
             path.chmod(0o644)  # srun reads them as the job's user
+        if self.accounting:
+            self._start_accounting(dbd_port, db_port)
         self._daemon("slurmctld", "-D", "-i")
         self._daemon("slurmd", "-D", "-N", self.node)
         wait_for(self._idle, START_DEADLINE, f"Slurm node {self.node} to be idle")
+
+    def _start_accounting(self, dbd_port: int, db_port: int) -> None:
+        """MariaDB with a user of slurmdbd's own (its password only in slurmdbd.conf, 0600),
+        then slurmdbd, with the cluster registered before slurmctld starts."""
+        db = self.root / "db"
+        db.mkdir(mode=0o700)
+        socket_path = db / "socket"
+        self.run(
+            "mariadb-install-db",
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={db / 'data'}",
+            "--auth-root-authentication-method=socket",  # root enters by its unix socket
+            "--skip-test-db",
+        )
+        self._daemon(
+            "mariadbd",
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={db / 'data'}",
+            f"--socket={socket_path}",
+            f"--pid-file={db / 'mariadbd.pid'}",
+            f"--port={db_port}",
+            "--bind-address=127.0.0.1",
+            "--innodb-buffer-pool-size=32M",
+            f"--log-error={self.root / 'log' / 'mariadbd.log'}",
+        )
+        wait_for(socket_path.exists, START_DEADLINE, "MariaDB's socket")
+        password = secrets.token_urlsafe(24)
+        sql = (
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}';"
+            " GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        )
+        # the password on stdin, never in argv
+        self.run("mariadb", "--no-defaults", f"--socket={socket_path}", "--user=root", stdin=sql)
+        dbd_conf = self.conf.parent / "slurmdbd.conf"
+        dbd_conf.touch(mode=0o600)  # slurmdbd refuses a readable one: it holds the password
+        dbd_conf.write_text(
+            SLURMDBD_CONF.format(
+                root=self.root,
+                munge_socket=self.munge_socket,
+                dbd_port=dbd_port,
+                db_port=db_port,
+                password=password,
+            )
+        )
+        self._daemon("slurmdbd", "-D")
+        wait_for(self._dbd_answers, START_DEADLINE, "slurmdbd to answer")
+        self.run("sacctmgr", "-i", "add", "cluster", "cbstest")
+
+    def _dbd_answers(self) -> bool:
+        self._check_alive()
+        try:
+            self.run("sacctmgr", "-n", "list", "cluster")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def _check_alive(self) -> None:
+        for process in self._processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited: {self.logs()}")  # type: ignore[index]
 
     def _env(self) -> dict[str, str]:
         return {"PATH": SBIN_PATH, "SLURM_CONF": str(self.conf)}
@@ -165,9 +266,7 @@ class SlurmCluster:
         self._processes.append(process)
 
     def _idle(self) -> bool:
-        for process in self._processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args[0]} exited: {self.logs()}")  # type: ignore[index]
+        self._check_alive()
         states = self.run("sinfo", "-h", "-N", "-o", "%T", check=False)
         return states.strip() == "idle"
 
@@ -186,10 +285,16 @@ class SlurmCluster:
         slurmd = next(p for p in self._processes if p.args[0] == "slurmd")  # type: ignore[index]
         slurmd.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
-    def run(self, *argv: str, check: bool = True) -> str:
+    def run(self, *argv: str, check: bool = True, stdin: str | None = None) -> str:
         """A Slurm command against this cluster, as root; returns its output."""
         done = subprocess.run(
-            argv, env=self._env(), capture_output=True, text=True, timeout=30, check=check
+            argv,
+            input=stdin,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=check,
         )
         return done.stdout
 
@@ -205,7 +310,7 @@ class SlurmCluster:
         )
 
     def stop(self) -> None:
-        for process in reversed(self._processes):  # slurmd, slurmctld, munged
+        for process in reversed(self._processes):  # slurmd, slurmctld(, slurmdbd, mariadbd), munged
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)  # should it be paused
                 process.send_signal(signal.SIGTERM)
@@ -230,10 +335,10 @@ class SlurmCluster:
 
 
 @contextmanager
-def running_cluster(extra: str = "") -> Iterator[SlurmCluster]:
+def running_cluster(extra: str = "", accounting: bool = False) -> Iterator[SlurmCluster]:
     root = Path(tempfile.mkdtemp(prefix="cbs-slurm-", dir="/var/tmp"))
     root.chmod(0o755)  # users reach slurm.conf and munge's socket
-    cluster = SlurmCluster(root, extra)
+    cluster = SlurmCluster(root, extra, accounting)
     try:
         cluster.start()
         yield cluster

@@ -1,6 +1,6 @@
 """The Slurm executor (EXECUTOR=slurm): each run of a job is a Slurm job step on the
 cluster's nodes, and `Slurm` holds what it asks of the cluster: the `srun` line of a run,
-and what `squeue`, `sstat`, `scancel` and `sinfo` say of it.
+and what `squeue`, `sstat`, `sacct`, `scancel` and `sinfo` say of it.
 
 A run is one Slurm job (an allocation and its single step) that `srun` makes and waits
 for; the spawner starts `srun` as the job's user, as it starts Claude Code for the local
@@ -18,6 +18,10 @@ the run ended is Slurm's to say where it decided (its memory and time limits, a 
 request, a failed node): `squeue` remembers a job for MinJobAge after its end.
 Landlock, the server's control groups and JOB_PIDS_MAX are this host's and do not apply:
 the cluster's cgroups (task/cgroup, proctrack/cgroup) hold the step on its node.
+
+What a run used is read with `sstat` while its step runs; where the cluster keeps
+accounting (slurmdbd), its final figures are the ones Slurm recorded for the job's steps
+(`sacct`), which cover the step's last moments that no reading saw.
 """
 
 from __future__ import annotations
@@ -53,12 +57,16 @@ COMMAND_TIMEOUT = 30.0  # seconds a query of the controller may take
 CANCEL_WAIT = 30.0  # seconds scancel's job gets to leave the queue's active states
 FINAL_WAIT = 10.0  # seconds a job whose srun exited gets to leave the active states
 WATCH_EVERY = 2.0  # seconds between readings of a running job's state and usage
+ACCOUNTING_WAIT = 10.0  # seconds an ended job's record gets to reach Slurm's accounting
+MAX_STEPS = 1000  # lines of sstat's or sacct's answer read: a step can start more steps
+DISABLED = "accounting storage is disabled"  # what sacct says without slurmdbd
 MIB = 1024 * 1024
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING")
 # Slurm's environment variables that reach its commands from the server's: where the
 # cluster's configuration is (every other SLURM_* would change what srun asks for)
 PASSED = ("SLURM_CONF",)
 TRES = "TRESUsageInTot,TRESUsageInMax"  # the step's CPU time in all, its largest task's memory
+ACCOUNTED = "JobID,State,TotalCPU,MaxRSS"  # the same, as the accounting recorded it
 REFUSED = re.compile(rb"srun: error: Unable to allocate resources: (.+)")
 _CPU_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)")
@@ -103,8 +111,11 @@ class Slurm:
         self.environment = {name: source[name] for name in PASSED if name in source}
         self._request = request
         self._tag = tag  # the comment of every job of this deployment
-        self._tools = {name: _tool(name) for name in ("srun", "squeue", "scancel", "sstat")}
+        self._tools = {
+            name: _tool(name) for name in ("srun", "squeue", "scancel", "sstat", "sacct")
+        }
         self._sinfo = _tool("sinfo")
+        self._accounting: bool | None = None  # whether the cluster keeps accounting, once asked
 
     def command(self, job_id: str, cwd: Path, timeout: float, argv: Sequence[str]) -> list[str]:
         """srun's command line for one run of `argv` in `cwd`: a job of one task, limited to
@@ -151,11 +162,47 @@ class Slurm:
         except SlurmError:
             return None
         cpu, peak = 0.0, 0
-        for line in out.splitlines():
+        for line in out.splitlines()[:MAX_STEPS]:
             total, most = (_tres(part) for part in line.split("|", 1))
             cpu += _cpu_seconds(total.get("cpu", "0:0"))
             peak = max(peak, _bytes(most.get("mem", "0")))
         return Usage(cpu, peak) if out.strip() else None
+
+    @property
+    def accounting(self) -> bool:
+        """Whether the cluster keeps accounting: sacct answers (asked once), or fails for
+        another reason than its absence (slurmdbd down for a moment)."""
+        if self._accounting is None:
+            try:
+                self._query("sacct", "-P", "-j", "1", "-o", "JobID")
+                self._accounting = True
+            except SlurmError as error:
+                self._accounting = DISABLED not in str(error)
+        return self._accounting
+
+    def accounted(self, slurm_id: int, wait: float) -> Usage | None:
+        """What the ended Slurm job's steps used in all, as the accounting recorded it,
+        waiting up to `wait` seconds for the record of its end (it comes after the job
+        leaves the queue); None without accounting or its record."""
+        deadline = time.monotonic() + wait
+        while self.accounting:
+            used = self._accounted(slurm_id)
+            if used is not None or time.monotonic() > deadline:
+                return used
+            time.sleep(0.2)
+        return None
+
+    def _accounted(self, slurm_id: int) -> Usage | None:
+        out = self._query("sacct", "-P", "--noconvert", "-j", str(slurm_id), "-o", ACCOUNTED)
+        ended, cpu, peak = False, 0.0, 0
+        for line in out.splitlines()[:MAX_STEPS]:
+            step, state, total, rss = [*line.split("|", 3), "", "", ""][:4]
+            if step == str(slurm_id):
+                ended = state.split(" ", 1)[0] not in ACTIVE  # "CANCELLED by 0"
+            elif step.startswith(f"{slurm_id}."):
+                cpu += _cpu_seconds(total)
+                peak = max(peak, _bytes(rss))
+        return Usage(cpu, peak) if ended else None
 
     def cancel(self, job_id: str, user: str, known: int | None = None) -> bool:
         """Ends every Slurm job of the job's runs, by name and user, and the one `known` by
@@ -280,7 +327,7 @@ _ENDED_BY_SLURM = {
 
 class SlurmExecutor:
     name = "slurm"
-    measures = True  # sstat's figures of the step
+    measures = True  # sstat's figures of the step, then the accounting's where it is kept
 
     def __init__(
         self, spawner: SpawnerClient, sandbox: Sandbox, slurm: Slurm, memory_max: int
@@ -433,10 +480,26 @@ class SlurmRun:
                 self._slurm.cancel(self._job_id, self._user, seen.slurm_id)
                 seen = self._slurm.state(self._job_id, self._user)
             self._seen = seen or self._seen
+            self._account()
         except SlurmError as error:
             log.error("the end of a Slurm job is unknown", job=self._job_id, error=str(error))
         finally:
             self._sandbox.release(self._job_id)
+
+    def _account(self) -> None:
+        """The ended job's figures from Slurm's accounting, where it is kept and has them;
+        else the last reading of sstat stays."""
+        if self._seen is None or self._seen.active or not self._slurm.accounting:
+            return
+        try:
+            used = self._slurm.accounted(self._seen.slurm_id, ACCOUNTING_WAIT)
+        except SlurmError as error:  # slurmdbd away: the readings of the run stay
+            log.warning("Slurm's accounting did not answer", job=self._job_id, error=str(error))
+            return
+        if used is None:
+            log.warning("no accounting record of a Slurm job", job=self._job_id)
+        else:
+            self._used = used
 
     async def amend(self, outcome: Outcome, ended: RunEnd) -> Outcome:
         """Where Slurm decided how the run ended: a refused request, its time limit, a
