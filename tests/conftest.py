@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from claude_batch_server.store import migrate
+from claude_batch_server.store.db import Database
 from tests.support.mounts import unmount_beneath
 from tests.support.postgres import PostgresCluster, running_cluster
 from tests.support.server import LiveServer, ServerFactory
@@ -40,6 +42,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'fresh.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database()
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """That database, migrated and open; closed at the end."""
+    database = Database(database_url)
+    migrate.upgrade(database)
+    yield database
+    database.close()
 
 
 @pytest.fixture

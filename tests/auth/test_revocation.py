@@ -4,7 +4,6 @@ whenever the copy in memory cannot tell."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from claude_batch_server.auth import tokens
 from claude_batch_server.auth.tokens import Claims, TokenService
 from claude_batch_server.jobs.dispatcher import TICK
-from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 from tests.conftest import TEST_JWT_KEY
 from tests.support.postgres import PostgresCluster
@@ -40,14 +38,6 @@ def test_a_logout_is_refused_at_once_here_and_within_a_tick_by_another_server(
     # the other process reads it from the database at its next tick
     wait_for(lambda: me(there, token) == 401, 2 * TICK + 5, "the other server to refuse it")
     assert me(here, other) == me(there, other) == 200  # only that token was logged out
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.close()
 
 
 def refused(service: TokenService, claims: Claims) -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import Job
 from tests.fake_anthropic.fixtures import fake_anthropic
 from tests.fake_anthropic.server import FakeAnthropic
 from tests.support.api import Api, home_of, make_git_repo
@@ -69,3 +71,19 @@ def job_world(
     for world in worlds:
         for api in world.apis:
             api.close()
+
+
+def add_running_job(database: Database, job_id: str) -> None:
+    """A job row in `running`, for the modules that record and follow its transcript."""
+    with database.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                user="u",
+                repository="r",
+                repository_id="r",
+                prompt="p",
+                run_prompt="p",
+                status="running",
+            )
+        )

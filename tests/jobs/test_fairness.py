@@ -8,14 +8,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select, update
 
 from claude_batch_server.jobs.queue import JobQueue, Limits
-from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 
@@ -64,14 +62,6 @@ class Jobs:
     def status(self, job_id: str) -> str:
         with self.database.read_connection() as connection:
             return str(connection.scalar(select(JOBS.c.status).where(JOBS.c.id == job_id)))
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ its bounded queue."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, update
@@ -14,33 +14,18 @@ from claude_batch_server.jobs import feeds
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.feeds import FOLLOWER_BACKLOG, Feeds
 from claude_batch_server.jobs.transcript import Event
-from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS, Job, JobEvent
+from claude_batch_server.store.tables import JOBS, JobEvent
+from tests.jobs.conftest import add_running_job
 
 FOLLOWERS = 100  # bench/api.py follows with 500; this is what a test run can afford
 EVENTS = 3 * FOLLOWER_BACKLOG
 DEADLINE = 60.0
 
 
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    with database.session() as session:
-        session.add(
-            Job(
-                id="j1",
-                user="u",
-                repository="r",
-                repository_id="r",
-                prompt="p",
-                run_prompt="p",
-                status="running",
-            )
-        )
-    yield database
-    database.close()
+@pytest.fixture(autouse=True)
+def running_job(database: Database) -> None:
+    add_running_job(database, "j1")
 
 
 class Run:

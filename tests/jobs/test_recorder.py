@@ -4,7 +4,6 @@ lines."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, event, select, update
@@ -13,32 +12,17 @@ from sqlalchemy.exc import IntegrityError
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.recorder import BACKLOG, OutputBudget, TranscriptRecorder
 from claude_batch_server.jobs.transcript import Event
-from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, JobEvent
+from tests.jobs.conftest import add_running_job
 
 LINES = 3 * BACKLOG
 PLENTY = OutputBudget(1 << 40, lambda: None)
 
 
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    with database.session() as session:
-        session.add(
-            Job(
-                id="j1",
-                user="u",
-                repository="r",
-                repository_id="r",
-                prompt="p",
-                run_prompt="p",
-                status="running",
-            )
-        )
-    yield database
-    database.close()
+@pytest.fixture(autouse=True)
+def running_job(database: Database) -> None:
+    add_running_job(database, "j1")
 
 
 def test_a_flood_of_lines_is_stored_whole_in_order_in_few_transactions(

@@ -3,29 +3,18 @@ only from the statuses `status.TRANSITIONS` lists, and refuses otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import Connection, select
 
 from claude_batch_server.jobs.outcome import Outcome
 from claude_batch_server.jobs.status import ENDED, TRANSITIONS, JobStatus
 from claude_batch_server.jobs.transcript import RunResult
 from claude_batch_server.jobs.transitions import Transitions
-from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, Job, utcnow
 
 LATER = timedelta(seconds=30)
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.close()
 
 
 def _job(database: Database, transitions: Transitions, job_id: str) -> None:

@@ -16,8 +16,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+import anyio
 
 from claude_batch_server.jobs import wire
 from claude_batch_server.jobs.lines import Line, pipe_reader, read_lines
@@ -100,6 +102,20 @@ class AgentProcess:
             await asyncio.sleep(0.02)
         if self._feeding is not None:
             self._feeding.cancel()  # its reader is gone: what it still holds is dropped
+
+
+async def start_agent(
+    spawner: SpawnerClient, spec: Callable[[], ProcessSpec], release: Callable[[], object]
+) -> AgentProcess:
+    """The agent started through the spawner, its spec made in a worker thread (blocking:
+    folders, groups); `release` undoes what the spec took should either step fail."""
+    try:
+        process = AgentProcess(await anyio.to_thread.run_sync(spec), spawner)
+        await process.start()
+    except BaseException:
+        await anyio.to_thread.run_sync(release)
+        raise
+    return process
 
 
 async def _feed(fd: int, data: bytes) -> None:

@@ -6,6 +6,7 @@ the control group's name (`job-<id>`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 
 import anyio
 
@@ -14,7 +15,7 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.executors.base import PreparedRun
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
-from claude_batch_server.jobs.process import AgentProcess, kill_leftover
+from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
 from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
@@ -38,13 +39,9 @@ class LocalExecutor:
         await self._spawner.close()
 
     async def start(self, run: PreparedRun) -> LocalRun:
-        try:
-            spec = await anyio.to_thread.run_sync(self._confine, run)
-            process = AgentProcess(spec, self._spawner)
-            await process.start()
-        except BaseException:
-            await anyio.to_thread.run_sync(self._release, run.job_id)
-            raise
+        process = await start_agent(
+            self._spawner, partial(self._confine, run), partial(self._release, run.job_id)
+        )
         return LocalRun(process, self._containment, run.job_id, self._release)
 
     def _confine(self, run: PreparedRun) -> ProcessSpec:

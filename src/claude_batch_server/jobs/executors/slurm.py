@@ -36,6 +36,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -44,7 +45,7 @@ from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.jobs.executors.base import PreparedRun
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
-from claude_batch_server.jobs.process import AgentProcess, kill_leftover
+from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
 from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
@@ -344,13 +345,9 @@ class SlurmExecutor:
         await self._spawner.close()
 
     async def start(self, run: PreparedRun) -> SlurmRun:
-        try:
-            spec = await anyio.to_thread.run_sync(self._spec, run)
-            process = AgentProcess(spec, self._spawner)
-            await process.start()
-        except BaseException:
-            await anyio.to_thread.run_sync(self._sandbox.release, run.job_id)
-            raise
+        process = await start_agent(
+            self._spawner, partial(self._spec, run), partial(self._sandbox.release, run.job_id)
+        )
         return SlurmRun(process, self._slurm, run.job_id, run.account.name, self._sandbox)
 
     def _spec(self, run: PreparedRun) -> ProcessSpec:
