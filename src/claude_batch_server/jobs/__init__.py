@@ -17,5 +17,5 @@ How a job moves (the statuses and their transitions: `status`; each one statemen
       ─ delete; retention ─ workspaces past JOB_RETENTION_DAYS, remounted at a restart
     dispatcher.recover ─ a dead server's running jobs: executor.end_leftover, `finish`
 
-The spawner imports nothing of this package but `wire`, `landlock` and `reaper`.
+The spawner imports nothing of this package but `wire`, `landlock`, `seccomp` and `reaper`.
 """

@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from claude_batch_server.jobs import landlock, reaper, wire
+from claude_batch_server.jobs import landlock, reaper, seccomp, wire
 from claude_batch_server.jobs.wire import HEADER, NO_START, STREAMS, Request
 
 SYS_CLONE3 = 435  # the same number on every architecture
@@ -201,6 +201,7 @@ def _become_job(request: Request, fds: list[int], joined: str | None) -> None:
         # the job's files are its user's alone: with the usual 022, the folders Claude Code
         # makes in a (Debian-default 0755) HOME would show every local user its jobs
         os.umask(0o077)
+        seccomp.deny_quota_escapes()  # while root: no ioctl of the job's leaves its quota
         os.setgroups(request["groups"])
         os.setgid(request["gid"])
         os.setuid(request["uid"])
