@@ -9,7 +9,8 @@ export AGENT_DIR  # the tests run the CLI from there too
 CLAUDE    := $(AGENT_DIR)/node_modules/.bin/claude
 JOB_PATH  := /usr/local/bin:/usr/bin:/bin
 PAM_FILE  := /etc/pam.d/claude-batch-server
-PYTEST_ARGS ?=
+# the suite mostly waits (servers, jobs, clusters): three processes, each module in one
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: run test lint format bootstrap bootstrap-test agent pam clean
 

@@ -27,15 +27,19 @@ class Attacks:
 
 
 @pytest.fixture
-def attacks() -> Iterator[Attacks]:
+def attacks(request: pytest.FixtureRequest) -> Iterator[Attacks]:
     counter = Attacks()
     yield counter
-    TRIED.append(counter.count)
+    # carried by the test's report, so that the count reaches the summary also from the
+    # processes of a distributed run (pytest-xdist)
+    request.node.user_properties.append(("attacks", counter.count))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed and "tests/security/" in report.nodeid:
         BREACHES.append(report.nodeid)
+    if report.when == "teardown":
+        TRIED.extend(count for name, count in report.user_properties if name == "attacks")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
