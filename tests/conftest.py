@@ -91,3 +91,22 @@ def server_factory(open_tmp: Path) -> Iterator[ServerFactory]:
 
 def pytest_report_header() -> str:
     return f"running as uid {os.getuid()}"
+
+
+# The security suite's closing line: here, where pytest-xdist's controlling process sees it.
+TRIED: list[int] = []
+BREACHES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and "tests/security/" in report.nodeid:
+        BREACHES.append(report.nodeid)
+    if report.when == "teardown":
+        TRIED.extend(count for name, count in report.user_properties if name == "attacks")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TRIED:
+        return
+    verdict = "none got through" if not BREACHES else f"{len(BREACHES)} tests failed"
+    terminalreporter.write_line(f"security suite: {sum(TRIED)} attacks tried, {verdict}")

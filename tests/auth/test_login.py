@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
@@ -91,8 +90,9 @@ def test_unknown_user_and_wrong_password_take_about_as_long(
         assert login(server, username, "not the password").status_code == 401
         return time.perf_counter() - started
 
-    wrong = statistics.median(timed(user.name) for user in known)
-    unknown = statistics.median(timed(f"nobody{i}x") for i in range(3))
+    # the least of several tries: a busy machine only ever adds time to a try
+    wrong = min(timed(user.name) for user in known + known)
+    unknown = min(timed(f"nobody{i}x") for i in range(6))
     # A password check costs tens of milliseconds; the failure floor hides it.
     assert abs(wrong - unknown) < 0.1, (wrong, unknown)
 
