@@ -5,6 +5,7 @@ password gives its count back, and stale rows are forgotten."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -73,3 +74,19 @@ def test_stale_rows_are_forgotten(throttle: Throttle, database_url: str) -> None
             assert session.scalar(select(func.count()).select_from(LoginThrottle)) == 0
     finally:
         database.close()
+
+
+def test_a_caller_refused_at_once_never_waits_longer_than_its_block(throttle: Throttle) -> None:
+    """Admissions that queued for the caller's row behind the one that blocked it are told
+    to come back when that block ends, not later."""
+    callers = LIMITS.per_address + 30
+    start = threading.Barrier(callers)
+
+    def admit(i: int) -> int | None:
+        start.wait()
+        return throttle.admit(f"name{i}", "10.0.0.5").retry_after
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        refused = [r for r in pool.map(admit, range(callers)) if r is not None]
+    assert len(refused) == callers - LIMITS.per_address
+    assert max(refused) <= LIMITS.first_block.total_seconds()

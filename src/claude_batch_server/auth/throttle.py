@@ -85,12 +85,16 @@ class Throttle:
             return self._admit(username, caller)
 
     def _admit(self, username: str, caller: str) -> Admission:
-        now = utcnow()
         with self._database.session() as session:
             # always the same order of rows, so that two processes never deadlock
-            by_address = self._row(session, "address", caller, now)
-            pair = self._row(session, "pair", _pair(username, caller), now)
-            name = self._row(session, "user", username, now)
+            by_address = self._row(session, "address", caller)
+            pair = self._row(session, "pair", _pair(username, caller))
+            name = self._row(session, "user", username)
+            # the time is read once the rows are ours: an admission that waited for them
+            # is later than the one that held them, never earlier
+            now = utcnow()
+            for row in (by_address, pair, name):
+                self._forget_if_old(row, now)
             for row in (by_address, pair):
                 if row.blocked_until is not None and row.blocked_until > now:
                     return Admission(retry_after=_seconds(row.blocked_until - now))
@@ -110,17 +114,19 @@ class Throttle:
                 by_address.blocked_until = now + block
             return Admission(wait=(slot - now).total_seconds())
 
-    def _row(self, session: Session, scope: str, key: str, now: datetime) -> LoginThrottle:
+    def _row(self, session: Session, scope: str, key: str) -> LoginThrottle:
         row = session.get(LoginThrottle, (scope, key), with_for_update=True)
         if row is None:
-            row = LoginThrottle(scope=scope, key=key, failures=0, last_failure=now)
+            row = LoginThrottle(scope=scope, key=key, failures=0, last_failure=utcnow())
             session.add(row)
             session.flush()
-        elif now - row.last_failure > self.limits.window:
+        return row
+
+    def _forget_if_old(self, row: LoginThrottle, now: datetime) -> None:
+        if now - row.last_failure > self.limits.window:
             row.failures = 0
             if row.blocked_until is not None and row.blocked_until <= now:
                 row.blocked_until = None
-        return row
 
     def record_success(self, username: str, caller: str) -> None:
         """The password was right: give back the count its admission took."""
