@@ -14,6 +14,7 @@ from claude_batch_server.auth.service import User
 from claude_batch_server.errors import Forbidden, Unauthenticated
 from claude_batch_server.logs import bind_caller, bind_user
 from claude_batch_server.services import Services
+from claude_batch_server.store import reads
 from claude_batch_server.store.tables import Job, Repository
 
 _bearer = HTTPBearer(auto_error=False)
@@ -83,7 +84,7 @@ async def owned_repository(
 
 async def owned_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Job:
     """The job `job_id`, if the caller may see it: the one ownership check for jobs."""
-    return await anyio.to_thread.run_sync(services.job_reader.visible, user, job_id)
+    return await reads.read(services.job_reader.visible, user, job_id)
 
 
 AdminUser = Annotated[User, Depends(admin_user)]

@@ -23,6 +23,7 @@ from claude_batch_server.auth.throttle import Throttle
 from claude_batch_server.auth.tokens import Claims, IssuedToken, TokenService
 from claude_batch_server.errors import TooManyRequests, Unauthenticated
 from claude_batch_server.logs import log
+from claude_batch_server.store import reads
 
 FAILURE_FLOOR = 0.4
 Facts = tuple[Account | None, ShadowEntry | None]
@@ -111,7 +112,7 @@ class AuthService:
         revoked = self._tokens.revoked(claims)
         remembered = self._cached_facts.cached(claims.sub)
         if revoked is None or remembered is None:
-            revoked, facts = await anyio.to_thread.run_sync(self._read, claims, revoked)
+            revoked, facts = await reads.read(self._read, claims, revoked)
         else:
             facts = remembered
         if revoked:

@@ -1,5 +1,6 @@
 import json
 import weakref
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio
@@ -20,39 +21,49 @@ from claude_batch_server.api.schemas.jobs import (
 from claude_batch_server.errors import BadRequest
 from claude_batch_server.jobs.events import PAGE_EVENTS
 from claude_batch_server.jobs.images import MAX_IMAGE_BYTES
-from claude_batch_server.jobs.reading import CURSOR_PATTERN
+from claude_batch_server.jobs.reading import CURSOR_PATTERN, LISTED
 from claude_batch_server.jobs.service import JobRequest
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.repositories.service import qualified
+from claude_batch_server.store import reads
 from claude_batch_server.store.tables import Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 MAX_SEQ = 2**63 - 1  # the largest sequence number a database column holds
 
 
+def job_fields(job: Mapping[Any, Any], position: int | None) -> dict[str, Any]:
+    """The fields of a job's answer, from its row of LISTED columns."""
+    return {
+        "job_id": job["id"],
+        "user": job["user"],
+        "repository": job["repository"],
+        "prompt": job["prompt"],
+        "status": job["status"],
+        "queue_position": position,
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "completed_at": job["completed_at"],
+        "exit_code": job["exit_code"],
+        "output": job["output"],
+        "error": job["error"],
+        "session_id": job["session_id"],
+        "num_turns": job["num_turns"],
+        "cost_usd": job["cost_usd"],
+        "usage": {"input_tokens": job["input_tokens"], "output_tokens": job["output_tokens"]},
+        "resources": {
+            "cpu_seconds": job["cpu_seconds"],
+            "memory_peak_bytes": job["memory_peak_bytes"],
+        },
+        "images": job["images"],
+        "options": job["options"],
+        "result": job["result"],
+    }
+
+
 def job_response(job: Job, position: int | None) -> JobResponse:
-    return JobResponse(
-        job_id=job.id,
-        user=job.user,
-        repository=job.repository,
-        prompt=job.prompt,
-        status=job.status,
-        queue_position=position,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        exit_code=job.exit_code,
-        output=job.output,
-        error=job.error,
-        session_id=job.session_id,
-        num_turns=job.num_turns,
-        cost_usd=job.cost_usd,
-        usage={"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
-        resources={"cpu_seconds": job.cpu_seconds, "memory_peak_bytes": job.memory_peak_bytes},
-        images=job.images,
-        options=job.options,
-        result=job.result,
-    )
+    row = {column.key: getattr(job, column.key) for column in LISTED}
+    return JobResponse.model_validate(job_fields(row, position))
 
 
 def event_response(event: JobEvent) -> EventResponse:
@@ -100,21 +111,16 @@ async def list_jobs(
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> JobPageResponse:
 
-    def read() -> tuple[list[JobResponse], str | None]:  # one hand-off to a worker thread
-        page = services.job_reader.page(user, status, limit, cursor, owner)
-        return [
-            job_response(job, services.job_reader.position(job)) for job in page.jobs
-        ], page.next_cursor
-
-    jobs, next_cursor = await anyio.to_thread.run_sync(read)
-    return JobPageResponse(jobs=jobs, next_cursor=next_cursor)
+    listing = await reads.read(services.job_reader.listing, user, status, limit, cursor, owner)
+    jobs = [job_fields(row, position) for row, position in listing.jobs]
+    return JobPageResponse.model_validate({"jobs": jobs, "next_cursor": listing.next_cursor})
 
 
 @router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
 async def get_job(job: OwnedJob, services: ServicesDep) -> JobResponse:
     if job.status != JobStatus.QUEUED:  # only a queued job has a position to read
         return job_response(job, None)
-    return job_response(job, await anyio.to_thread.run_sync(services.job_reader.position, job))
+    return job_response(job, await reads.read(services.job_reader.position, job))
 
 
 @router.post("/{job_id}/images", status_code=201, response_model=list[ImageResponse])
