@@ -85,6 +85,22 @@ def test_cancel_ends_the_slurm_job(
     assert processes_of(alice.user.uid) == []
 
 
+def test_delete_ends_the_slurm_job_and_forgets_the_job(
+    slurm_world: JobWorldFactory, slurm: SlurmCluster, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
+    alice = slurm_world().member()
+    job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
+    wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
+    assert len(slurm_jobs_of(slurm, job["jobId"])) == 1
+
+    assert alice.http.delete(f"/jobs/{job['jobId']}").status_code == 204
+
+    assert alice.http.get(f"/jobs/{job['jobId']}").status_code == 404
+    wait_for(lambda: slurm_jobs_of(slurm, job["jobId"]) == [], 30, "the Slurm job to end")
+    wait_for(lambda: processes_of(alice.user.uid) == [], 30, "the agent's processes to end")
+
+
 def test_the_timeout_ends_the_slurm_job(
     slurm_world: JobWorldFactory, slurm: SlurmCluster, fake_anthropic: FakeAnthropic
 ) -> None:
