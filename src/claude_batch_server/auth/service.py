@@ -71,12 +71,12 @@ class AuthService:
         if "\0" in username:  # no account's name: nothing to check, count or record
             raise Unauthenticated(BAD_LOGIN)
         address = caller.address
+        started = time.monotonic()
         admission = await anyio.to_thread.run_sync(self._throttle.admit, username, caller.key)
         if admission.retry_after is not None:
             await self._audit(username, address, "login", "throttled")
             raise TooManyRequests("too many failed logins; try again later", admission.retry_after)
         await anyio.sleep(admission.wait)  # this name's turn: its guesses are serialised
-        started = time.monotonic()
         refusal, verified = await anyio.to_thread.run_sync(self._check, username, password)
         if refusal is None and verified:
             await anyio.to_thread.run_sync(self._throttle.record_success, username, caller.key)
@@ -84,7 +84,9 @@ class AuthService:
             return self._tokens.issue(username)
         await anyio.to_thread.run_sync(self._throttle.prune)
         await self._audit(username, address, "login", "refused" if refusal else "failed")
-        await anyio.sleep(max(0.0, started + FAILURE_FLOOR - time.monotonic()))
+        # from the throttle on: what any step costs more for one kind of name stays hidden
+        floor = started + admission.wait + FAILURE_FLOOR
+        await anyio.sleep(max(0.0, floor - time.monotonic()))
         raise Unauthenticated(BAD_LOGIN)
 
     def _check(self, username: str, password: str) -> tuple[str | None, bool]:
