@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.fake_anthropic import FakeAnthropic, bash, marker, text
+from tests.fake_anthropic import FakeAnthropic, Hang, bash, marker, text
 from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import git, stored_repository
@@ -221,6 +221,31 @@ def test_list_filters_and_pages(job_world: JobWorldFactory) -> None:
     assert len(created) == 5
     assert alice.http.get("/jobs", params={"status": "bogus"}).status_code == 400
     assert alice.http.get("/jobs", params={"cursor": "%%%"}).status_code == 400
+
+
+def test_the_list_shows_each_job_as_its_own_answer_does(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    """The list is read apart from GET /jobs/{id} (fewer columns, no models): the same job
+    looks the same in both, queue positions included."""
+    fake_anthropic.add_script("hang-listed", [Hang()])
+    world = job_world(MAX_CONCURRENT_JOBS="1")
+    alice, bob = world.member(), world.member()
+    running = alice.run(alice.repo, f"Hang {marker('hang-listed')}")
+    alice.wait_status(running["jobId"], {"running"})
+    queued = [alice.run(alice.repo, f"Wait {i}")["jobId"] for i in range(2)]
+    bobs = bob.run(bob.repo, "Wait too")["jobId"]
+    created = alice.create_job(alice.repo, "Not started", options={"maxTurns": 3})["jobId"]
+
+    listed = alice.http.get("/jobs").json()["jobs"]
+    assert [job["jobId"] for job in listed] == [created, *queued[::-1], running["jobId"]]
+    assert [job["queuePosition"] for job in listed] == [None, 2, 1, None]
+    for job in listed:
+        assert job == alice.job(job["jobId"])
+    # the other user's queued job counts in the positions, and is not listed
+    assert bob.job(bobs)["queuePosition"] == 3
+    assert bobs not in {job["jobId"] for job in listed}
+    assert alice.http.post(f"/jobs/{running['jobId']}/cancel").status_code == 202
 
 
 def test_the_agent_cannot_touch_the_repository(
