@@ -77,3 +77,32 @@ def test_a_project_id_set_back_to_zero_does_not_escape_the_quota(
     transcript = json.dumps(alice.events(job))
     assert "head=1" in transcript, transcript[-2000:]  # writing past the limit refused
     assert alice.http.delete(f"/jobs/{job}").status_code == 204
+
+
+# file_setattr(2) (Linux 6.17): FS_IOC_FSSETXATTR's fields, the project id among them, set
+# by path, with no ioctl; here it reads a file's attributes and sets them back unchanged,
+# which the kernel allows on every filesystem that keeps them
+SETATTR = r"""touch f && /usr/bin/python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+attr = ctypes.create_string_buffer(24)  # struct file_attr
+if libc.syscall(468, -100, b"f", attr, 24, 0) != 0:
+    print("getattr=" + os.strerror(ctypes.get_errno()))
+elif libc.syscall(469, -100, b"f", attr, 24, 0) != 0:
+    print("setattr=" + os.strerror(ctypes.get_errno()))
+else:
+    print("setattr=done")
+'"""
+
+
+def test_file_setattr_is_refused_like_its_ioctl(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, attacks: Attacks
+) -> None:
+    fake_anthropic.add_script("setattr", [bash(SETATTR), text("Done.")])
+    alice = job_world().member()
+    job = alice.run(alice.repo, f"Escape {marker('setattr')}")["jobId"]
+    alice.wait_ended(job)
+    attacks.tried()
+    transcript = json.dumps(alice.events(job))
+    assert "setattr=" in transcript, transcript[-2000:]  # the call was made
+    assert "setattr=Operation not permitted" in transcript, transcript[-2000:]
