@@ -4,6 +4,7 @@ its user may do there unprivileged it may try, to write past JOB_DISK_MAX."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -106,3 +107,43 @@ def test_file_setattr_is_refused_like_its_ioctl(
     transcript = json.dumps(alice.events(job))
     assert "setattr=" in transcript, transcript[-2000:]  # the call was made
     assert "setattr=Operation not permitted" in transcript, transcript[-2000:]
+
+
+# a quota group counts what its subvolume alone refers to: a chunk written under the limit,
+# then cloned (FICLONE, no new data) into TMPDIR, a plain folder of the same filesystem, is
+# shared and no longer counts; three times the limit so, then the clones go
+CLONED = (
+    "for i in 1 2 3 4 5 6; do head -c 16M /dev/zero > w$i || break; "
+    'cp --reflink=always w$i "$TMPDIR/c$i" || break; sync; done; '
+    'rm -f "$TMPDIR"/c*; sync; echo kept=$(du -sm . | cut -f1)M'
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a btrfs workspace's limit is on its exclusive size: extents it shares with a"
+    " clone in TMPDIR (a plain folder beneath DATA_DIR) leave it; fixing needs TMPDIR under"
+    " the same quota group (a subvolume in a parent group of both), not in jobs/seccomp.py",
+)
+def test_clones_into_tmpdir_do_not_escape_the_quota(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, quota_fs: QuotaFs, attacks: Attacks
+) -> None:
+    if quota_fs.mechanism != "btrfs-qgroup":
+        pytest.skip("quota groups are btrfs's")
+    fake_anthropic.add_script("cloned", [bash(CLONED), text("Done.")])
+    world = job_world(
+        data_dir=quota_fs.mount_point,
+        COW_STRATEGY=quota_fs.strategy,
+        JOB_DISK_MAX=str(LIMIT),
+        DATA_DIR_MIN_FREE="1%",
+    )
+    alice = world.member()
+    job = alice.run(alice.repo, f"Escape {marker('cloned')}")["jobId"]
+    alice.wait_ended(job)
+    attacks.tried()
+    transcript = json.dumps(alice.events(job))
+    kept = re.search(r"kept=(\d+)M", transcript)
+    assert kept is not None, transcript[-2000:]
+    # no more than its quota (du rounds up to the next MiB)
+    assert int(kept.group(1)) <= LIMIT // 2**20 + 1, transcript[-2000:]
+    assert alice.http.delete(f"/jobs/{job}").status_code == 204
