@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -146,4 +147,46 @@ def test_clones_into_tmpdir_do_not_escape_the_quota(
     assert kept is not None, transcript[-2000:]
     # no more than its quota (du rounds up to the next MiB)
     assert int(kept.group(1)) <= LIMIT // 2**20 + 1, transcript[-2000:]
+    assert alice.http.delete(f"/jobs/{job}").status_code == 204
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the workspace is its user's, reachable from outside any job (workspaces/ is"
+    " 0711): the user's own shell, which no filter of a job's binds, makes the subvolume"
+    " that the job then fills; jobs/seccomp.py only binds the job's processes",
+)
+def test_a_subvolume_made_from_outside_the_job_does_not_escape_the_quota(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, quota_fs: QuotaFs, attacks: Attacks
+) -> None:
+    if quota_fs.mechanism != "btrfs-qgroup":
+        pytest.skip("subvolumes are btrfs's")
+    fake_anthropic.add_script("first", [text("Done.")])
+    fill = "head -c 64M /dev/zero > nested/big; echo head=$?"
+    fake_anthropic.add_script("fill", [bash(fill), text("Done.")])
+    world = job_world(
+        data_dir=quota_fs.mount_point,
+        COW_STRATEGY=quota_fs.strategy,
+        JOB_DISK_MAX=str(LIMIT),
+        DATA_DIR_MIN_FREE="1%",
+    )
+    alice = world.member()
+    job = alice.run(alice.repo, f"Start {marker('first')}")["jobId"]
+    alice.wait_ended(job)
+    workspace = quota_fs.mount_point / "workspaces" / job
+    # alice's login shell, not a job: no seccomp filter
+    made = subprocess.run(
+        ["runuser", "-u", alice.user.name, "--", "btrfs", "subvolume", "create", "nested"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    attacks.tried()
+    if made.returncode == 0:
+        resumed = alice.http.post(f"/jobs/{job}/resume", json={"prompt": f"Fill {marker('fill')}"})
+        assert resumed.status_code == 202, resumed.text
+        alice.wait_ended(job)
+        transcript = json.dumps(alice.events(job))
+        assert "head=1" in transcript, transcript[-2000:]  # writing past the limit refused
     assert alice.http.delete(f"/jobs/{job}").status_code == 204
