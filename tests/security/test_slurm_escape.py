@@ -4,6 +4,7 @@ process: its step is slurmstepd's child on the node, not srun's."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.jobs.test_quota import LIMIT, QuotaFs, quota_fs
 from tests.security.conftest import Attacks
 from tests.security.test_quota_escape import NESTED
 from tests.slurm.conftest import slurm
+from tests.support.server import wait_for
 from tests.support.slurm import SlurmCluster
 
 __all__ = ["quota_fs", "slurm"]
@@ -53,3 +55,47 @@ def test_a_slurm_step_cannot_make_a_subvolume_either(
     assert "made=1" in transcript, transcript[-3000:]  # no subvolume of its own
     assert "head=1" in transcript, transcript[-3000:]  # so no write past the limit
     assert alice.http.delete(f"/jobs/{job}").status_code == 204
+
+
+def test_a_users_slurm_job_named_with_a_newline_does_not_stop_the_server(
+    job_world: JobWorldFactory, slurm: SlurmCluster, attacks: Attacks
+) -> None:
+    """Any user of the cluster may name a job, or comment it, with newlines and "|": its
+    squeue line is then several, which the server must not take for jobs of its own, nor
+    fail on (it asks squeue for its dead runs at every start)."""
+    world = job_world(**slurm.env, EXECUTOR="slurm", SLURM_PARTITION="batch", JOB_MEMORY_MAX="2G")
+    alice = world.member()
+    conf = f"SLURM_CONF={slurm.env['SLURM_CONF']}"
+    named = ["--job-name=x\ny", "--comment=c\nRUNNING|root|t|cbs-0"]
+    srun = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            alice.user.name,
+            "--",
+            "env",
+            conf,
+            "srun",
+            "--quiet",
+            *named,
+            "sleep",
+            "600",
+        ],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: alice.user.name in slurm.run("squeue", "-h", "-t", "R", "-o", "%u"),
+            30,
+            "alice's Slurm job",
+        )
+        attacks.tried()
+        world.server.restart()  # fails unless the server starts and answers
+        assert alice.http.get("/auth/me").status_code == 200
+    finally:
+        srun.kill()
+        srun.wait()
+        slurm.run("scancel", f"--user={alice.user.name}")

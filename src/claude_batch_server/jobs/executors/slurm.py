@@ -71,6 +71,12 @@ ACCOUNTED = "JobID,State,TotalCPU,MaxRSS"  # the same, as the accounting recorde
 REFUSED = re.compile(rb"srun: error: Unable to allocate resources: (.+)")
 _CPU_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)")
+# squeue's lines, where any user's job name or comment may hold "|" and newlines: only a
+# line of this shape is one job, the rest is another line's tail (a job id as layout's)
+_STATE_LINE = re.compile(r"(\d+)\|([A-Z_]+)\|([^|]*)\|(.*)")
+_RUNNING_LINE = re.compile(
+    rf"([A-Z_]+)\|([^|]+)\|([^|]*)\|{JOB_PREFIX}([A-Za-z0-9][A-Za-z0-9_-]{{0,127}})"
+)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -149,8 +155,8 @@ class Slurm:
         its end); None when it has none. Only the job's user's: anyone may name a job."""
         name, owner = f"--name={JOB_PREFIX}{job_id}", f"--user={user}"
         out = self._query("squeue", "--states=all", name, owner, "-o", "%i|%T|%r|%k")
-        found = [_job_state(line) for line in out.splitlines()]
-        ours = [state for state, tag in found if tag == self._tag]
+        found = [_job_state(line) for line in out.splitlines()[:MAX_STEPS]]
+        ours = [state for state, tag in filter(None, found) if tag == self._tag]
         return max(ours, key=lambda state: state.slurm_id, default=None)
 
     def usage(self, slurm_id: int) -> Usage | None:
@@ -236,9 +242,12 @@ class Slurm:
         out = self._query("squeue", "-o", "%T|%u|%k|%j")
         found = set()
         for line in out.splitlines():
-            state, user, tag, name = line.split("|", 3)
-            if name.startswith(JOB_PREFIX) and tag == self._tag and state in ACTIVE:
-                found.add((name.removeprefix(JOB_PREFIX), user))
+            parsed = _RUNNING_LINE.fullmatch(line)
+            if parsed is None:
+                continue
+            state, user, tag, job_id = parsed.groups()
+            if tag == self._tag and state in ACTIVE:
+                found.add((job_id, user))
         return sorted(found)
 
     def check(self, partition: str = "") -> str:
@@ -290,8 +299,11 @@ def _tool(name: str) -> str:
     return path
 
 
-def _job_state(line: str) -> tuple[JobState, str]:
-    slurm_id, state, reason, tag = line.split("|", 3)
+def _job_state(line: str) -> tuple[JobState, str] | None:
+    parsed = _STATE_LINE.fullmatch(line)
+    if parsed is None:
+        return None
+    slurm_id, state, reason, tag = parsed.groups()
     return JobState(int(slurm_id), state, reason), tag
 
 
