@@ -4,6 +4,8 @@ four listings of 500 jobs of 512 Ki-character prompts and outputs took 3.8 GB)."
 
 from __future__ import annotations
 
+import pytest
+
 from claude_batch_server.api.schemas.jobs import MAX_PROMPT
 from claude_batch_server.jobs.reading import PAGE_CHARS
 from tests.jobs.conftest import JobWorldFactory
@@ -12,10 +14,16 @@ from tests.security.conftest import Attacks
 JOBS = 12  # 6 Mi characters of prompts: more than one page
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_a_listing_of_large_jobs_is_paged_by_size(
-    job_world: JobWorldFactory, attacks: Attacks
+    job_world: JobWorldFactory, attacks: Attacks, database: str, request: pytest.FixtureRequest
 ) -> None:
-    alice = job_world().member()
+    settings = {}
+    if database == "postgres":
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres").create_database()
+    alice = job_world(**settings).member()
     made = {
         alice.create_job(alice.repo, f"{n:02d}" + "p" * (MAX_PROMPT - 2))["jobId"]
         for n in range(JOBS)
