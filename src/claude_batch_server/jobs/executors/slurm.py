@@ -73,7 +73,7 @@ _CPU_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)")
 # squeue's lines, where any user's job name or comment may hold "|" and newlines: only a
 # line of this shape is one job, the rest is another line's tail (a job id as layout's)
-_STATE_LINE = re.compile(r"(\d+)\|([A-Z_]+)\|([^|]*)\|(.*)")
+_STATE_LINE = re.compile(r"(\d+)\|([A-Z_]+)\|([^|]*)")
 _RUNNING_LINE = re.compile(
     rf"([A-Z_]+)\|([^|]+)\|([^|]*)\|{JOB_PREFIX}([A-Za-z0-9][A-Za-z0-9_-]{{0,127}})"
 )
@@ -152,12 +152,14 @@ class Slurm:
 
     def state(self, job_id: str, user: str) -> JobState | None:
         """The latest Slurm job of the job's runs, while Slurm remembers it (MinJobAge after
-        its end); None when it has none. Only the job's user's: anyone may name a job."""
+        its end); None when it has none. Only the job's user's: anyone may name a job. Asked
+        for fields Slurm alone writes: a comment (the tag) may hold a newline and a line
+        naming another user's job, which a cancel would then end as root. The name holds a
+        job id of this deployment's, which no other deployment's job has."""
         name, owner = f"--name={JOB_PREFIX}{job_id}", f"--user={user}"
-        out = self._query("squeue", "--states=all", name, owner, "-o", "%i|%T|%r|%k")
+        out = self._query("squeue", "--states=all", name, owner, "-o", "%i|%T|%r")
         found = [_job_state(line) for line in out.splitlines()[:MAX_STEPS]]
-        ours = [state for state, tag in filter(None, found) if tag == self._tag]
-        return max(ours, key=lambda state: state.slurm_id, default=None)
+        return max(filter(None, found), key=lambda state: state.slurm_id, default=None)
 
     def usage(self, slurm_id: int) -> Usage | None:
         """What the running step used so far (`sstat`, which needs no accounting database);
@@ -299,12 +301,12 @@ def _tool(name: str) -> str:
     return path
 
 
-def _job_state(line: str) -> tuple[JobState, str] | None:
+def _job_state(line: str) -> JobState | None:
     parsed = _STATE_LINE.fullmatch(line)
     if parsed is None:
         return None
-    slurm_id, state, reason, tag = parsed.groups()
-    return JobState(int(slurm_id), state, reason), tag
+    slurm_id, state, reason = parsed.groups()
+    return JobState(int(slurm_id), state, reason)
 
 
 def _tres(field: str) -> dict[str, str]:
