@@ -5,12 +5,12 @@ writes."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, bindparam, case, func, select
+from sqlalchemy import Connection, RowMapping, Select, bindparam, case, func, literal, select
 from sqlalchemy.sql import ColumnElement
 
 from claude_batch_server.auth.service import User
@@ -24,8 +24,17 @@ from claude_batch_server.store.tables import JOBS, Job, JobEvent, detached
 
 ALL_USERS = "*"  # an admin's `owner` for every user's jobs
 MAX_TOTALS = 10_000  # users on the admin page's totals
+# characters of prompts, outputs and errors a listing's page holds, past its first job: a
+# user's 500 jobs of 512 Ki-character prompts and outputs made one page of half a GB, and
+# four at once 3.8 GB of the server's memory; a longer list is paged further (next_cursor)
+PAGE_CHARS = 4 * 1024 * 1024
 CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9a-f]{32}$"  # microseconds since 1970, then the job id
 _LATEST = datetime.max.replace(tzinfo=UTC)
+# what a listed job weighs against PAGE_CHARS: its texts that may be long
+_SIZE = sum(
+    (func.coalesce(func.length(JOBS.c[name]), 0) for name in ("prompt", "output", "error")),
+    start=literal(0),
+)
 # built once, for it runs on every request naming a job
 _FIND = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 _STATUS = select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
@@ -122,12 +131,15 @@ class JobReader:
     ) -> Listing:
         """`page`, as rows of the columns a listing shows and each queued job's position,
         in one transaction: no model is made, for each of a page's rows costs more than the
-        query (bench/api.py)."""
-        query = self._page_query(LISTED, user, status, limit, cursor, owner, None)
+        query (bench/api.py). Fewer than `limit` when they are large (PAGE_CHARS)."""
+        sizes = self._page_query([_SIZE], user, status, limit, cursor, owner, None)
         with self._database.read_connection() as connection:
-            rows = connection.execute(query).mappings().all()
-            more = len(rows) > limit
-            rows = rows[:limit]
+            # the rows' sizes first (a few numbers), then only the rows that fit the page
+            lengths = connection.execute(sizes).scalars().all()
+            fitting = _fitting(lengths, limit)
+            more = len(lengths) > fitting
+            query = self._page_query(LISTED, user, status, fitting, cursor, owner, None)
+            rows = connection.execute(query).mappings().all()[:fitting]
             positions = [
                 JobQueue.position_in(connection, row["queued_at"])
                 if row["status"] == JobStatus.QUEUED and row["queued_at"] is not None
@@ -196,6 +208,16 @@ class JobReader:
             UserTotals(name, jobs, int(busy or 0), float(cost or 0))
             for name, jobs, busy, cost in rows
         ]
+
+
+def _fitting(lengths: Sequence[int], limit: int) -> int:
+    """How many of a page's first rows, of these sizes, fit PAGE_CHARS: one at least."""
+    total = 0
+    for count, length in enumerate(lengths[:limit]):
+        if count and total + length > PAGE_CHARS:
+            return count
+        total += length
+    return min(len(lengths), limit)
 
 
 def _encode_cursor(created_at: datetime, job_id: str) -> str:

@@ -2,10 +2,11 @@
 
 Its user may make a btrfs subvolume or snapshot anywhere it can write, and the new
 subvolume has a quota group of its own, outside the workspace's limit; and a file's owner
-may set its XFS/ext4 project id (FS_IOC_FSSETXATTR), taking it out of the job's project.
-So the job's first process, while still root (no no_new_privs needed), installs a seccomp
-filter, inherited by every process of the job, that answers EPERM to those ioctls and
-lets every other call through. Only the spawner's forked child imports this module: the
+may set its XFS/ext4 project id (FS_IOC_FSSETXATTR, or since Linux 6.17 the same fields by
+path with file_setattr), taking it out of the job's project. So the job's first process,
+while still root (no no_new_privs needed), installs a seccomp filter, inherited by every
+process of the job, that answers EPERM to those ioctls and to file_setattr, and lets every
+other call through. Only the spawner's forked child imports this module: the
 standard library alone.
 """
 
@@ -21,6 +22,7 @@ SECCOMP_MODE_FILTER = 2
 RET_ALLOW = 0x7FFF0000
 RET_EPERM = 0x00050000 | errno.EPERM
 X32_BIT = 0x40000000  # x86-64's x32 calls: another number for ioctl, refused whole
+FILE_SETATTR = 469  # the same number on every architecture, refused whole
 
 # (audit arch, ioctl's number there): x86-64, i386 (also as x86-64's compat), AArch64, ARM
 ARCHES = ((0xC000003E, 16), (0x40000003, 54), (0xC00000B7, 29), (0x40000028, 54))
@@ -45,13 +47,15 @@ Jump = int | str  # a jump's target: 0 (the next instruction) or a label
 
 def program() -> list[tuple[int, int, int, int]]:
     """The filter as (code, jt, jf, k): the call's arch names the ioctl's number; that
-    call with a denied command gets EPERM (so do x32 calls); all else is allowed."""
+    call with a denied command gets EPERM (so do file_setattr and x32 calls); all else is
+    allowed."""
     source: list[tuple[str, int, Jump, Jump, int]] = [("", _LD_ABS, 0, 0, _ARCH)]
     for index, (arch, ioctl) in enumerate(ARCHES):
         source.append(("", _JEQ, 0, f"arch{index + 1}", arch))
         source.append(("", _LD_ABS, 0, 0, _NR))
         if index == 0:
             source.append(("", _JGE, "eperm", 0, X32_BIT))
+        source.append(("", _JEQ, "eperm", 0, FILE_SETATTR))
         source.append(("", _JEQ, "check", "allow", ioctl))
         source.append(
             (f"arch{index + 1}", _RET, 0, 0, RET_ALLOW)

@@ -6,6 +6,10 @@ mostly contend for the GIL. Under `wrk -c50` on `GET /jobs` (bench/api.py) the s
 spent more of its time in futex waits than in the work, and served 75 requests/s; with
 these reads in as many threads as cores, 150. Long work (PAM's checks, git) stays in
 anyio's default pool, where it cannot hold these up.
+
+Listings (`GET /jobs`, up to 500 jobs a page) have threads of their own, as many again:
+in the same queue, one user's listings held every other user's login, token check and
+GET /jobs/{id} behind them (a second each, under four listings of large jobs).
 """
 
 from __future__ import annotations
@@ -19,14 +23,24 @@ from anyio.lowlevel import RunVar
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
-_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("cbs_reads")
+_SHORT: RunVar[anyio.CapacityLimiter] = RunVar("cbs_reads")
+_LISTINGS: RunVar[anyio.CapacityLimiter] = RunVar("cbs_listings")
 
 
 async def read(function: Callable[[*Ts], T], *args: *Ts) -> T:
     """`function(*args)` in one of the reads' worker threads."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=_limiter(_SHORT))
+
+
+async def read_listing(function: Callable[[*Ts], T], *args: *Ts) -> T:
+    """`function(*args)`, a page of a listing, in one of the listings' worker threads."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=_limiter(_LISTINGS))
+
+
+def _limiter(threads: RunVar[anyio.CapacityLimiter]) -> anyio.CapacityLimiter:
     try:
-        limiter = _LIMITER.get()
+        return threads.get()
     except LookupError:
         limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 2))
-        _LIMITER.set(limiter)
-    return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
+        threads.set(limiter)
+        return limiter

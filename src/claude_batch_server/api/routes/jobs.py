@@ -111,7 +111,9 @@ async def list_jobs(
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> JobPageResponse:
 
-    listing = await reads.read(services.job_reader.listing, user, status, limit, cursor, owner)
+    listing = await reads.read_listing(
+        services.job_reader.listing, user, status, limit, cursor, owner
+    )
     jobs = [job_fields(row, position) for row, position in listing.jobs]
     return JobPageResponse.model_validate({"jobs": jobs, "next_cursor": listing.next_cursor})
 

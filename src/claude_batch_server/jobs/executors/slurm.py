@@ -71,6 +71,12 @@ ACCOUNTED = "JobID,State,TotalCPU,MaxRSS"  # the same, as the accounting recorde
 REFUSED = re.compile(rb"srun: error: Unable to allocate resources: (.+)")
 _CPU_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)")
+# squeue's lines, where any user's job name or comment may hold "|" and newlines: only a
+# line of this shape is one job, the rest is another line's tail (a job id as layout's)
+_STATE_LINE = re.compile(r"(\d+)\|([A-Z_]+)\|([^|]*)")
+_RUNNING_LINE = re.compile(
+    rf"([A-Z_]+)\|([^|]+)\|([^|]*)\|{JOB_PREFIX}([A-Za-z0-9][A-Za-z0-9_-]{{0,127}})"
+)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -146,12 +152,14 @@ class Slurm:
 
     def state(self, job_id: str, user: str) -> JobState | None:
         """The latest Slurm job of the job's runs, while Slurm remembers it (MinJobAge after
-        its end); None when it has none. Only the job's user's: anyone may name a job."""
+        its end); None when it has none. Only the job's user's: anyone may name a job. Asked
+        for fields Slurm alone writes: a comment (the tag) may hold a newline and a line
+        naming another user's job, which a cancel would then end as root. The name holds a
+        job id of this deployment's, which no other deployment's job has."""
         name, owner = f"--name={JOB_PREFIX}{job_id}", f"--user={user}"
-        out = self._query("squeue", "--states=all", name, owner, "-o", "%i|%T|%r|%k")
-        found = [_job_state(line) for line in out.splitlines()]
-        ours = [state for state, tag in found if tag == self._tag]
-        return max(ours, key=lambda state: state.slurm_id, default=None)
+        out = self._query("squeue", "--states=all", name, owner, "-o", "%i|%T|%r")
+        found = [_job_state(line) for line in out.splitlines()[:MAX_STEPS]]
+        return max(filter(None, found), key=lambda state: state.slurm_id, default=None)
 
     def usage(self, slurm_id: int) -> Usage | None:
         """What the running step used so far (`sstat`, which needs no accounting database);
@@ -236,9 +244,12 @@ class Slurm:
         out = self._query("squeue", "-o", "%T|%u|%k|%j")
         found = set()
         for line in out.splitlines():
-            state, user, tag, name = line.split("|", 3)
-            if name.startswith(JOB_PREFIX) and tag == self._tag and state in ACTIVE:
-                found.add((name.removeprefix(JOB_PREFIX), user))
+            parsed = _RUNNING_LINE.fullmatch(line)
+            if parsed is None:
+                continue
+            state, user, tag, job_id = parsed.groups()
+            if tag == self._tag and state in ACTIVE:
+                found.add((job_id, user))
         return sorted(found)
 
     def check(self, partition: str = "") -> str:
@@ -290,9 +301,12 @@ def _tool(name: str) -> str:
     return path
 
 
-def _job_state(line: str) -> tuple[JobState, str]:
-    slurm_id, state, reason, tag = line.split("|", 3)
-    return JobState(int(slurm_id), state, reason), tag
+def _job_state(line: str) -> JobState | None:
+    parsed = _STATE_LINE.fullmatch(line)
+    if parsed is None:
+        return None
+    slurm_id, state, reason = parsed.groups()
+    return JobState(int(slurm_id), state, reason)
 
 
 def _tres(field: str) -> dict[str, str]:
