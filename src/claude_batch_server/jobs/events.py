@@ -25,10 +25,10 @@ PAGE_FETCH = 100  # rows fetched from the database at a time
 # built once: constructing a statement costs more than running it
 _LAST_SEQ = select(func.max(JOB_EVENTS.c.seq)).where(JOB_EVENTS.c.job_id == bindparam("job_id"))
 _INSERT = insert(JOB_EVENTS)
-News = Callable[[Sequence[JobEvent]], None]  # a subscriber: the events stored, or none
 _SIZE = select(func.coalesce(func.sum(func.length(JOB_EVENTS.c.data)), 0)).where(
     JOB_EVENTS.c.job_id == bindparam("job_id")
 )
+News = Callable[[Sequence[JobEvent]], None]  # a subscriber: the events stored, or none
 
 
 class EventStore:
