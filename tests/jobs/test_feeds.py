@@ -5,11 +5,14 @@ its bounded queue."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, update
 
+from claude_batch_server.api.routes.jobs import CHUNK_BYTES, chunks, event_frame
 from claude_batch_server.jobs import feeds
 from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.feeds import FOLLOWER_BACKLOG, Feeds
@@ -34,11 +37,13 @@ class Run:
     def __init__(self, database: Database, broker: Broker) -> None:
         self.database, self.broker = database, broker
 
-    def append(self, first: int, count: int) -> None:
+    def append(self, first: int, count: int, along: bool = False, publish: bool = True) -> None:
+        """`along`: hands the stored events to the broker, as a run's recorder does."""
         with self.database.connection() as connection:
             events = [Event("assistant", f'{{"n": {n}}}') for n in range(first, first + count)]
-            EventStore.append_in(connection, "j1", events, first - 1)
-        self.broker.publish("j1")
+            last = EventStore.append_in(connection, "j1", events, first - 1)
+        if publish:
+            self.broker.publish("j1", EventStore.stored("j1", events, last) if along else ())
 
     def end(self) -> None:
         with self.database.connection() as connection:
@@ -51,8 +56,8 @@ def status_of(database: Database) -> bool:
         return connection.scalar(JOBS.select().with_only_columns(JOBS.c.status)) != "running"
 
 
-async def collect(stream: AsyncIterator[JobEvent]) -> list[int]:
-    return [event.seq async for event in stream]
+async def collect(stream: AsyncIterator[list[JobEvent]]) -> list[int]:
+    return [event.seq async for run in stream for event in run]
 
 
 def test_every_follower_receives_every_event_in_order_from_one_reader(
@@ -90,6 +95,74 @@ def test_every_follower_receives_every_event_in_order_from_one_reader(
     assert len(reads) < FOLLOWERS + 4 * EVENTS // 20
 
 
+def test_followers_take_the_events_the_writer_hands_along_without_reading_them_back(
+    database: Database,
+) -> None:
+    broker = Broker()
+    run = Run(database, broker)
+    run.append(1, 10)
+    reads: list[str] = []
+    event.listen(
+        database.engine,
+        "before_cursor_execute",
+        lambda *args: reads.append(args[2]) if "FROM job_events" in args[2] else None,
+    )
+    batches = range(11, 11 + EVENTS, 20)
+
+    async def follow() -> list[list[JobEvent]]:
+        hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
+        tasks = [asyncio.create_task(gather_events(hub.follow("j1", 10))) for _ in range(FOLLOWERS)]
+        await asyncio.sleep(0.1)
+        for first in batches:
+            # one batch is stored by another writer, unannounced: the next one leaves a gap
+            await asyncio.to_thread(run.append, first, 20, True, first != 31)
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(run.end)
+        return await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+
+    seen = asyncio.run(follow())
+    stored = EventStore(database).after("j1", 10)
+    assert [event.seq for event in stored] == list(range(11, 11 + len(batches) * 20))
+    for events in seen:  # the same events as read from the database, in order
+        assert [fields(event) for event in events] == [fields(event) for event in stored]
+    # the transcript was read to start, at the gap and at the end, not for every batch
+    assert len(reads) < len(batches) // 4
+
+
+def test_a_lagging_followers_run_goes_out_whole_in_order_in_writes_of_bounded_size() -> None:
+    events = [Event("assistant", json.dumps({"n": n, "text": "x" * 1000})) for n in range(300)]
+    run = EventStore.stored("j1", events, 300)
+    writes = list(chunks(run))
+    assert b"".join(writes) == b"".join(event_frame(event) for event in run)
+    assert len(writes) > 1
+    largest = max(len(event_frame(event)) for event in run)
+    assert all(len(write) < CHUNK_BYTES + largest for write in writes)
+    ids = re.findall(rb"^id: (\d+)\r$", b"".join(writes), re.MULTILINE)
+    assert [int(seq) for seq in ids] == list(range(1, 301))
+
+
+def test_the_events_brought_to_a_feed_that_is_busy_reading_are_bounded() -> None:
+    async def tell() -> feeds._Feed:
+        feed = feeds._Feed()
+        feed.unread = False  # as after a read
+        events = [Event("assistant", "{}") for _ in range(FOLLOWER_BACKLOG)]
+        for last in range(FOLLOWER_BACKLOG, 4 * FOLLOWER_BACKLOG, FOLLOWER_BACKLOG):
+            feed.tell(EventStore.stored("j1", events, last))  # its reader never takes them
+            assert len(feed.stored) <= FOLLOWER_BACKLOG
+        return feed
+
+    feed = asyncio.run(tell())
+    assert feed.unread  # the database has what it dropped
+
+
+def fields(event: JobEvent) -> tuple[object, ...]:
+    return event.job_id, event.seq, event.time, event.type, event.data
+
+
+async def gather_events(stream: AsyncIterator[list[JobEvent]]) -> list[JobEvent]:
+    return [event async for run in stream for event in run]
+
+
 def test_a_slow_follower_stalls_no_one_and_keeps_a_bounded_queue(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,7 +180,7 @@ def test_a_slow_follower_stalls_no_one_and_keeps_a_bounded_queue(
     async def follow() -> tuple[list[int], list[int]]:
         hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
         slow = hub.follow("j1", 0)
-        first = await anext_after(slow, lambda: run.append(1, 1))  # it reads one, then stops
+        [first] = await anext_after(slow, lambda: run.append(1, 1))  # it reads one, then stops
         fast = asyncio.create_task(collect(hub.follow("j1", 1)))
         await asyncio.sleep(0.1)
         for n in range(2, 2 + EVENTS, 10):
@@ -125,8 +198,8 @@ def test_a_slow_follower_stalls_no_one_and_keeps_a_bounded_queue(
     assert max(longest) <= FOLLOWER_BACKLOG
 
 
-async def anext_after(stream: AsyncIterator[JobEvent], action: object) -> JobEvent:
-    """The first event of `stream`, once `action` (which writes it) has run."""
+async def anext_after(stream: AsyncIterator[list[JobEvent]], action: object) -> list[JobEvent]:
+    """The first events of `stream`, once `action` (which writes them) has run."""
     waiting = asyncio.create_task(anext(stream))  # type: ignore[arg-type]
     await asyncio.sleep(0.1)
     await asyncio.to_thread(action)  # type: ignore[arg-type]

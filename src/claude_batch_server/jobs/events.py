@@ -1,21 +1,23 @@
-"""A job's transcript in the database, and wake-ups for those who follow it live.
+"""A job's transcript in the database, and news for those who follow it live.
 
-The database is the one source of truth: followers read from it, and the broker only
-tells them, within this process, that there is something new to read.
+The database is the one source of truth: followers read from it, and the broker tells
+them, within this process, that there is something new: with the events just stored when
+their writer hands them along (a run's recorder), so that the news need not be read back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.notify import Topic, publish_in
-from claude_batch_server.store.tables import JOB_EVENTS, JobEvent
+from claude_batch_server.store.tables import JOB_EVENTS, JobEvent, detached
 
 PAGE_EVENTS = 1000  # events in one page of a transcript, at most and by default
 PAGE_BYTES = 4 * 1024 * 1024  # characters of event data after which a page ends
@@ -26,6 +28,7 @@ _INSERT = insert(JOB_EVENTS)
 _SIZE = select(func.coalesce(func.sum(func.length(JOB_EVENTS.c.data)), 0)).where(
     JOB_EVENTS.c.job_id == bindparam("job_id")
 )
+News = Callable[[Sequence[JobEvent]], None]  # a subscriber: the events stored, or none
 
 
 class EventStore:
@@ -54,6 +57,25 @@ class EventStore:
             connection.execute(_INSERT, rows)
             publish_in(connection, Topic.EVENTS, job_id)  # followers in other processes
         return seq + len(events)
+
+    @staticmethod
+    def stored(job_id: str, events: Sequence[Event], last: int) -> list[JobEvent]:
+        """`events` as a read of them would hand them back, the last one numbered `last`
+        (what `append_in` stored, for the followers in this process)."""
+        first = last - len(events)
+        return [
+            detached(
+                JobEvent,
+                {
+                    "job_id": job_id,
+                    "seq": first + n,
+                    "time": event.time.astimezone(UTC),  # as UTCDateTime reads it
+                    "type": event.type,
+                    "data": event.data,
+                },
+            )
+            for n, event in enumerate(events, 1)
+        ]
 
     def last(self, job_id: str) -> int:
         """The sequence number of the job's last event, 0 for none."""
@@ -87,27 +109,28 @@ class EventStore:
 
 
 class Broker:
-    """In-process wake-ups: one asyncio.Event per subscriber (a job's feed, jobs/feeds.py),
-    set when its job has news. `publish` may be called from any thread."""
+    """In-process news of a job's transcript: its subscribers (a job's feed, jobs/feeds.py)
+    are called when it grew, with the events stored if the writer hands them along, or
+    none (read them). `publish` may be called from any thread."""
 
     def __init__(self) -> None:
-        self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._followers: dict[str, set[News]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def subscribe(self, job_id: str) -> asyncio.Event:
+    def subscribe(self, job_id: str, news: News) -> None:
+        """`news` is called in the event loop of the caller."""
         self._loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        self._followers[job_id].add(event)
-        return event
+        self._followers[job_id].add(news)
 
-    def unsubscribe(self, job_id: str, event: asyncio.Event) -> None:
+    def unsubscribe(self, job_id: str, news: News) -> None:
         followers = self._followers.get(job_id)
         if followers is not None:
-            followers.discard(event)
+            followers.discard(news)
             if not followers:
                 del self._followers[job_id]
 
-    def publish(self, job_id: str) -> None:
+    def publish(self, job_id: str, stored: Sequence[JobEvent] = ()) -> None:
+        """`stored`: the events just stored, in order, if at hand."""
         if self._loop is None:
             return  # nobody ever subscribed
         try:
@@ -115,10 +138,10 @@ class Broker:
         except RuntimeError:  # a worker thread (a run finished by recovery)
             here = False
         if here:
-            self._wake(job_id)
+            self._tell(job_id, stored)
         elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake, job_id)
+            self._loop.call_soon_threadsafe(self._tell, job_id, stored)
 
-    def _wake(self, job_id: str) -> None:
-        for event in self._followers.get(job_id, ()):
-            event.set()
+    def _tell(self, job_id: str, stored: Sequence[JobEvent]) -> None:
+        for news in self._followers.get(job_id, ()):
+            news(stored)

@@ -1,19 +1,20 @@
 """Following a job live: one reader per followed job in this process, shared by all who
 follow it.
 
-The followers of a job do not each poll the database: one task reads what is new when the
-broker says there is (or every `FOLLOW_POLL` seconds, for runs of other processes) and
-hands the same rows to every follower's queue. A queue holds `FOLLOWER_BACKLOG` events at
-most: a follower that falls further behind (a slow client) loses its queue and reads on
-from the database by itself, from its last event, until it has caught up. So a slow
-follower stalls no one, and costs no more memory than its queue.
+The followers of a job do not each poll the database: one task hands the same rows to
+every follower's queue: those the broker brings along (a run of this process stored them),
+else those it reads when the broker says there are new ones (or every `FOLLOW_POLL`
+seconds, for runs of other processes), and whether the job has ended. A queue holds
+`FOLLOWER_BACKLOG` events at most: a follower that falls further behind (a slow client)
+loses its queue and reads on from the database by itself, from its last event, until it
+has caught up. So a slow follower stalls no one, and costs no more memory than its queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 
@@ -31,6 +32,20 @@ class _Follower:
         self.wake = asyncio.Event()
         self.behind = False  # its queue overflowed: it reads from the database
 
+    def next_run(self, after: int) -> list[JobEvent]:
+        """The queued events that follow on `after`, taken off the queue (those it has
+        already seen are dropped); at a gap it is `behind`."""
+        run: list[JobEvent] = []
+        while self.queue:
+            event = self.queue.popleft()
+            if event.seq == after + 1:
+                run.append(event)
+                after = event.seq
+            elif event.seq > after:  # a gap: the database has what is missing
+                self.behind = True
+                break
+        return run
+
 
 class _Feed:
     def __init__(self) -> None:
@@ -39,6 +54,34 @@ class _Feed:
         self.ready = asyncio.Event()  # `position` is known
         self.over = False  # the job has ended and every event is handed out
         self.reader: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()  # news
+        self.stored: list[JobEvent] = []  # brought by the broker, not handed out yet
+        self.unread = True  # the database may hold what the feed has not read
+
+    def tell(self, stored: Sequence[JobEvent]) -> None:
+        """The broker's news: the events just stored, or none (they are to be read)."""
+        if stored and len(self.stored) + len(stored) <= FOLLOWER_BACKLOG:
+            self.stored.extend(stored)
+        else:
+            self.stored.clear()  # the database has them
+            self.unread = True
+        self.wake.set()
+
+    def hand_out_stored(self) -> None:
+        """Hands out the events the broker brought that follow on from `position`; at a
+        gap (another writer's events between), the feed reads the rest."""
+        stored, self.stored = self.stored, []
+        run: list[JobEvent] = []
+        position = self.position
+        for event in stored:
+            if event.seq == position + 1:
+                run.append(event)
+                position = event.seq
+            elif event.seq > position:
+                self.unread = True
+                break
+        if run:
+            self.hand_out(run)
 
     def hand_out(self, events: list[JobEvent]) -> None:
         for follower in self.followers:
@@ -66,29 +109,34 @@ class Feeds:
         self._ended = ended
         self._feeds: dict[str, _Feed] = {}
 
-    async def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        """The job's events after `after`, live, until the job has ended and all are sent."""
+    async def follow(self, job_id: str, after: int) -> AsyncIterator[list[JobEvent]]:
+        """The job's events after `after`, live, until the job has ended and all are sent:
+        in runs of those there are for the follower when it asks (one, as a rule; more
+        for one that lags), so that a lagging follower catches up in fewer writes."""
         feed = self._feeds.get(job_id) or self._open(job_id)
         me = _Follower()
         feed.followers.add(me)
         try:
             await feed.ready.wait()
             while True:
-                async for event in self._catch_up(job_id, feed, me, after):
-                    after = event.seq
-                    yield event
-                if me.queue:
-                    event = me.queue.popleft()
-                    if event.seq == after + 1:
-                        after = event.seq
-                        yield event
-                    elif event.seq > after:  # a gap: the database has what is missing
-                        me.behind = True
-                    continue
-                if feed.over:
+                if me.behind or after < (me.queue[0].seq - 1 if me.queue else feed.position):
+                    # it starts behind the feed, or fell behind it: the database has the rest
+                    me.behind = False  # what is handed out from now on is queued again
+                    page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
+                    if not page:  # deleted meanwhile, events and all
+                        return
+                    after = page[-1].seq
+                    yield page
+                elif me.queue:
+                    run = me.next_run(after)
+                    if run:
+                        after = run[-1].seq
+                        yield run
+                elif feed.over:
                     return
-                me.wake.clear()
-                await me.wake.wait()
+                else:
+                    me.wake.clear()
+                    await me.wake.wait()
         finally:
             feed.followers.discard(me)
             if not feed.followers and feed.reader is not None:
@@ -96,51 +144,46 @@ class Feeds:
                 if self._feeds.get(job_id) is feed:  # one who comes now gets a feed of its own
                     del self._feeds[job_id]
 
-    async def _catch_up(
-        self, job_id: str, feed: _Feed, me: _Follower, after: int
-    ) -> AsyncIterator[JobEvent]:
-        """From the database, the events the follower misses before its queue (or, with
-        none queued, up to what the feed has handed out): for a follower that starts
-        behind the feed, or fell behind it."""
-        while me.behind or after < (me.queue[0].seq - 1 if me.queue else feed.position):
-            me.behind = False  # what is handed out from now on is queued again
-            page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
-            if not page:  # deleted meanwhile, events and all
-                return
-            for event in page:
-                after = event.seq
-                yield event
-
     def _open(self, job_id: str) -> _Feed:
         feed = self._feeds[job_id] = _Feed()
         feed.reader = asyncio.create_task(self._read(job_id, feed), name=f"feed-{job_id}")
         return feed
 
     async def _read(self, job_id: str, feed: _Feed) -> None:
-        wake = self._broker.subscribe(job_id)
+        self._broker.subscribe(job_id, feed.tell)
         try:
             while True:
-                wake.clear()
-                try:
-                    if not feed.ready.is_set():  # followers read up to here themselves
-                        feed.position = await anyio.to_thread.run_sync(self._store.last, job_id)
-                        feed.ready.set()
-                    ended, batch = await anyio.to_thread.run_sync(self._next, job_id, feed.position)
-                except Exception:  # the database may be away for a moment: retry
-                    log.exception("reading a job's events failed", job=job_id)
-                    ended, batch = False, []
-                if batch:
-                    feed.hand_out(batch)
-                elif ended:
-                    return
-                else:
+                feed.wake.clear()
+                if feed.ready.is_set():
+                    feed.hand_out_stored()
+                if feed.unread or not feed.ready.is_set():
+                    feed.unread = False
+                    ended, batch = await self._read_next(job_id, feed)
+                    if batch:
+                        feed.hand_out(batch)
+                        feed.unread = True  # a page: there may be more
+                        continue
+                    if ended:
+                        return
+                if not feed.wake.is_set():
                     with anyio.move_on_after(FOLLOW_POLL):
-                        await wake.wait()
+                        await feed.wake.wait()
+                    feed.unread = feed.unread or not feed.wake.is_set()  # a poll
         finally:
-            self._broker.unsubscribe(job_id, wake)
+            self._broker.unsubscribe(job_id, feed.tell)
             if self._feeds.get(job_id) is feed:
                 del self._feeds[job_id]
             feed.end()
+
+    async def _read_next(self, job_id: str, feed: _Feed) -> tuple[bool, list[JobEvent]]:
+        try:
+            if not feed.ready.is_set():  # followers read up to here themselves
+                feed.position = await anyio.to_thread.run_sync(self._store.last, job_id)
+                feed.ready.set()
+            return await anyio.to_thread.run_sync(self._next, job_id, feed.position)
+        except Exception:  # the database may be away for a moment: retry
+            log.exception("reading a job's events failed", job=job_id)
+            return False, []
 
     def _next(self, job_id: str, position: int) -> tuple[bool, list[JobEvent]]:
         """Blocking: whether the job had ended, then what came after `position`: read in

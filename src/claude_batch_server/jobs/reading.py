@@ -182,8 +182,9 @@ class JobReader:
         long transcript (see EventStore.after)."""
         return self._events.after(job_id, seq, limit)
 
-    def follow(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        """The job's events after `after`, live, until the job has ended and all are sent.
+    def follow(self, job_id: str, after: int) -> AsyncIterator[list[JobEvent]]:
+        """The job's events after `after`, live, until the job has ended and all are sent
+        (in runs: more than one for a follower that lags).
 
         Woken at once by runs of this process, and by those of other processes on the
         same PostgreSQL through their notifications; at worst, news is noticed within

@@ -2,12 +2,14 @@
 transaction as have queued up.
 
 The run's first transaction (its process, the start mark) is written as soon as the first
-line comes, or after FIRST_WAIT without one, and holds it. A later line waits up to LINGER
-for more lines, or for the run's end, to share a transaction; lines that come faster than
-the database takes them share one anyway, so a chatty agent costs few transactions. The
-last transaction holds the run's end. The Claude Code session id, once known, is stored
-with the events that revealed it. The recorder is the run's only writer of its transcript:
-knowing the last sequence number, it stores each batch in one INSERT.
+line comes, or after FIRST_WAIT without one, and holds it. A later line is written at once
+if the last transaction is LINGER old, else when it is, with those that came meanwhile
+(or the run's end): a chatty agent costs a transaction per LINGER at most, and a line after
+a quiet spell reaches its followers without waiting. Lines that come faster than the
+database takes them share one anyway. The last transaction holds the run's end. The
+Claude Code session id, once known, is stored with the events that revealed it. The
+recorder is the run's only writer of its transcript: knowing the last sequence number, it
+stores each batch in one INSERT.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from claude_batch_server.jobs.events import Broker, EventStore
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JobEvent
 
 Marks = Callable[[Connection], Sequence[Event]]  # work in a transaction, and its events
 # the run's start, with the session id if known by then, and the events to put first
 First = Callable[[Connection, str | None], Sequence[Event]]
 FIRST_WAIT = 0.05  # seconds the first transaction waits for lines to take along
-LINGER = 0.01  # seconds a later batch waits for more lines, or the run's end, to share it
+LINGER = 0.01  # seconds from one transaction to the next, at least (the run's end aside)
 BACKLOG = 1000  # events waiting to be written before those who add more have to wait
 BACKLOG_BYTES = 16 * 1024 * 1024  # or bytes of them
 # a write that fails for want of space (or a moment's outage) is tried again meanwhile:
@@ -89,6 +92,7 @@ class TranscriptRecorder:
         self._closing = False
         self._closed = asyncio.Event()
         self._last: Marks | None = None
+        self._written = float("-inf")  # when the last transaction was stored (loop time)
         self._writer = asyncio.create_task(self._write_loop(), name=f"transcript-{job_id}")
 
     @property
@@ -148,8 +152,10 @@ class TranscriptRecorder:
                 return
 
     async def _linger(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), LINGER)
+        wait = self._written + LINGER - asyncio.get_running_loop().time()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), wait)
 
     async def _write_batch(self, last: Marks | None) -> None:
         batch, self._pending, self._pending_bytes = self._pending, [], 0
@@ -159,16 +165,22 @@ class TranscriptRecorder:
             session_id = None
         for tries_left in reversed(range(WRITE_TRIES)):
             try:
-                await anyio.to_thread.run_sync(self._write, batch, session_id, last)
+                stored = await anyio.to_thread.run_sync(self._write, batch, session_id, last)
                 break
             except OperationalError:
                 if not tries_left:
                     raise
                 await asyncio.sleep(WRITE_PAUSE)
         self._stored_session_id = session_id or self._stored_session_id
-        self._broker.publish(self._job_id)
+        self._written = asyncio.get_running_loop().time()
+        # the followers here take the events as they are; the last batch they read, with
+        # whether the job has ended
+        self._broker.publish(self._job_id, () if self._closing else stored)
 
-    def _write(self, events: list[Event], session_id: str | None, last: Marks | None) -> None:
+    def _write(
+        self, events: list[Event], session_id: str | None, last: Marks | None
+    ) -> list[JobEvent]:
+        """Blocking: stores the batch; returns its events as stored."""
         with self._database.connection() as connection:
             before: Sequence[Event] = ()
             if self._first is not None:
@@ -180,3 +192,4 @@ class TranscriptRecorder:
             seq = self._events.append_in(connection, self._job_id, batch, self._seq)
         self._first = None
         self._seq = seq
+        return self._events.stored(self._job_id, batch, seq)

@@ -1,6 +1,6 @@
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 import anyio
@@ -73,15 +73,33 @@ def event_response(event: JobEvent) -> EventResponse:
 
 
 # A followed job's events are shared by all its followers in this process (jobs/feeds.py):
-# each is rendered once for them all, and forgotten with the event.
-_RENDERED: weakref.WeakKeyDictionary[JobEvent, str] = weakref.WeakKeyDictionary()
+# each is rendered once for them all, as its whole frame, and forgotten with the event.
+_FRAMES: weakref.WeakKeyDictionary[JobEvent, bytes] = weakref.WeakKeyDictionary()
+CHUNK_BYTES = 64 * 1024  # frames sent in one write, at most (unless one frame is larger)
 
 
-def event_json(event: JobEvent) -> str:
-    body = _RENDERED.get(event)
-    if body is None:
-        body = _RENDERED[event] = event_response(event).model_dump_json(by_alias=True)
-    return body
+def event_frame(event: JobEvent) -> bytes:
+    frame = _FRAMES.get(event)
+    if frame is None:
+        data = event_response(event).model_dump_json(by_alias=True)
+        frame = _FRAMES[event] = ServerSentEvent(data=data, id=str(event.seq)).encode()
+    return frame
+
+
+def chunks(events: list[JobEvent]) -> Iterator[bytes]:
+    """The events' frames, joined into writes of about CHUNK_BYTES: a follower that lags
+    catches up in few writes, and none holds much more than its page of events."""
+    frames: list[bytes] = []
+    size = 0
+    for event in events:
+        frame = event_frame(event)
+        frames.append(frame)
+        size += len(frame)
+        if size >= CHUNK_BYTES:
+            yield b"".join(frames)
+            frames, size = [], 0
+    if frames:
+        yield b"".join(frames)
 
 
 @router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
@@ -209,8 +227,9 @@ async def job_events(
         return [event_response(event) for event in events]
 
     async def stream() -> Any:
-        async for event in services.job_reader.follow(job.id, start):
-            yield ServerSentEvent(data=event_json(event), id=str(event.seq))
+        async for events in services.job_reader.follow(job.id, start):
+            for chunk in chunks(events):
+                yield chunk
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
 
     return EventSourceResponse(stream(), ping=15)

@@ -237,10 +237,11 @@ async def job_events(
     workspace = _workspace(job, services)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        async for event in services.job_reader.follow(job.id, last_event_id or after):
-            html = template.render(rows=transcript.rows([event], workspace))
-            if html.strip():
-                yield ServerSentEvent(data=html, event="rows", id=str(event.seq))
+        async for events in services.job_reader.follow(job.id, last_event_id or after):
+            for event in events:
+                html = template.render(rows=transcript.rows([event], workspace))
+                if html.strip():
+                    yield ServerSentEvent(data=html, event="rows", id=str(event.seq))
         yield ServerSentEvent(data="", event="end")
 
     return EventSourceResponse(stream(), ping=15)
