@@ -40,11 +40,6 @@ PY
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diff and patch read the start commit from the job's own object store "
-    "(servergit.borrowed's alternates, results.commit's GIT_OBJECT_DIRECTORY)",
-)
 def test_a_forged_object_does_not_hide_a_change_from_the_diff_and_patch(
     job_world: JobWorldFactory, attacks: Attacks, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -168,6 +168,20 @@ class WorkspaceEngine:
         except WorkspaceError:
             return None
 
+    def start_of(self, job_id: str) -> servergit.Start | None:
+        """The job's start commit, in the stored git dir to read it from (the job cannot
+        write it, unlike its workspace's): the kept tree at that commit, else the stored
+        repository as it is now, whose history holds it unless a pull dropped it; None
+        when neither is there."""
+        record = self._layout.read_record(job_id)
+        if record is None:
+            return None
+        tree = self._layout.kept_tree(record.repository, record.commit)
+        if not tree.exists():
+            tree = self._layout.repository(record.repository)
+        git_dir = tree / ".git"
+        return servergit.Start(git_dir, record.commit) if git_dir.is_dir() else None
+
     def restore_workspace(self, job_id: str) -> None:
         """Make the job's workspace usable after a restart (remount an overlay)."""
         record = self._layout.read_record(job_id)
