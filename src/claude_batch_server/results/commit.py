@@ -27,6 +27,7 @@ from pathlib import Path
 
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
+from claude_batch_server.logs import log
 from claude_batch_server.repositories.git import ALLOWED_PROTOCOLS, SSH_COMMAND
 
 PUSH_TIMEOUT = 600.0  # seconds; each local step has servergit's own bound
@@ -55,11 +56,9 @@ class Scratch:
         self._start = start
         # the scratch git dir's own objects, and the start commit from the stored repository
         self._env: dict[str, str | None] = {"GIT_INDEX_FILE": str(git.scratch / "index")}
-        # the workspace's, where a push keeps its commit, the scratch git dir's beside them
-        self._kept = self._env | {
-            "GIT_OBJECT_DIRECTORY": str(workspace / ".git" / "objects"),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(git.git_dir / "objects"),
-        }
+        # and after them the workspace's: earlier pushes' commits, the history below `start`
+        self._objects = workspace / ".git" / "objects"
+        self._beside = self._env | {"GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self._objects)}
 
     def _run(
         self,
@@ -82,18 +81,15 @@ class Scratch:
         name = self._account.name
         return Ident(values[0] or name, values[1] or f"{name}@{socket.gethostname()}")
 
-    def snapshot(
-        self, parent: str, ident: Ident, when: datetime, message: str, *, keep: bool = False
-    ) -> str | None:
+    def snapshot(self, parent: str, ident: Ident, when: datetime, message: str) -> str | None:
         """The workspace as a commit on `parent` (by `ident`, dated `when`: the same job
         end gives the same commit, so a push tried again finds its work done), its tree
-        the workspace's files against the job's start commit; None if nothing changed.
-        `keep`: the commit and what it adds go to the workspace's object store."""
+        the workspace's files against the job's start commit; None if nothing changed."""
         self._run(["read-tree", self._start])
         self._run(["add", "--all", "--", ".", EXCLUDED])
         tree = self._run(["write-tree"])
         # a parent other than the start commit is one an earlier push kept in the workspace
-        env = self._env if parent == self._start else self._kept
+        env = self._env if parent == self._start else self._beside
         if tree == self._run(["rev-parse", "--verify", f"{parent}^{{tree}}"], env):
             return None
         stamp = f"@{int(when.timestamp())} +0000"
@@ -106,20 +102,7 @@ class Scratch:
             "GIT_COMMITTER_DATE": stamp,
         }
         path = self._message(message)  # a file: the prompt never goes in argv
-        if not keep:
-            return self._run(["commit-tree", tree, "-p", parent, "-F", str(path)], people)
-        made = self._run(["commit-tree", tree, "-p", parent, "-F", str(path)], people | self._kept)
-        self._keep(made, parent)
-        return made
-
-    def _keep(self, made: str, parent: str) -> None:
-        """What `made` adds to `parent`, packed into the workspace's object store."""
-        listing = ["rev-list", "--objects", "--no-object-names", made, "--not", parent]
-        with tempfile.TemporaryFile() as wanted:
-            wanted.write(self._git.run(listing, env=self._kept))
-            wanted.seek(0)
-            pack = str(self._git.work_tree / ".git" / "objects" / "pack" / "pack")
-            self._git.run(["pack-objects", "-q", pack], env=self._kept, stdin=wanted)
+        return self._run(["commit-tree", tree, "-p", parent, "-F", str(path)], env | people)
 
     def format_patch(self, commit: str) -> bytes:
         args = ["format-patch", "--stdout", "--binary", "--no-signature", "--no-textconv"]
@@ -138,8 +121,23 @@ class Scratch:
             "GIT_CONFIG_VALUE_1": f"{commit}:refs/heads/{branch}",
         }
         self._run(
-            ["push", "--no-verify", "--quiet", "origin"], self._kept | env, timeout=PUSH_TIMEOUT
+            ["push", "--no-verify", "--quiet", "origin"], self._beside | env, timeout=PUSH_TIMEOUT
         )
+        self._keep(commit)
+
+    def _keep(self, commit: str) -> None:
+        """`commit` and what it adds to the start commit, packed into the workspace's object
+        store, where the push of the job resumed finds the commit it builds on. The job may
+        have broken its store: the push is done, only a resumed job's next one then fails."""
+        listing = ["rev-list", "--objects", "--no-object-names", commit, "--not", self._start]
+        try:
+            with tempfile.TemporaryFile() as wanted:
+                wanted.write(self._git.run(listing, env=self._beside))
+                wanted.seek(0)
+                pack = str(self._objects / "pack" / "pack")
+                self._git.run(["pack-objects", "-q", pack], env=self._beside, stdin=wanted)
+        except servergit.GitError as error:
+            log.warning("the pushed commit was not kept in the workspace", error=str(error))
 
     def _user_config(self) -> dict[str, str | None]:
         """The user's HOME and their own global git configuration: for the push alone."""

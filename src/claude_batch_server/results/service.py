@@ -315,7 +315,6 @@ class ResultService:
                 scratch.ident(),
                 job.completed_at or utcnow(),
                 commit.message_of(job.run_prompt, job.id),
-                keep=True,
             )
             if made is None and base is None:
                 return _result(branch, error="the job changed no file: nothing was pushed")
