@@ -18,7 +18,7 @@ A job also writes its workspace's object store: it may put anything there under 
 (a loose object or a pack that claims the id of a file of its start commit, alternates
 to a store of its own). So git never reads the start commit there: `borrowed` packs the
 start commit's tree (`Start`), as root, from the stored repository the job cannot write,
-into a folder of root's that the user may read, and that pack is the only store git is
+into a folder of root's that the user's group may read, and that pack is the only store git is
 pointed to besides the one it writes (the git dir's own `objects/`). Replace refs
 (GIT_NO_REPLACE_OBJECTS as well), grafts and the shallow list are the git dir's, which
 has none. Only a push also reaches the workspace's store (`results/commit.py`), for the
@@ -234,7 +234,7 @@ def borrowed(work_tree: Path, user: RunAs, start: Start) -> Iterator[Borrowed]:
         for readable in (root / "refs", root / "objects", root / "objects" / "info"):
             readable.mkdir()
             readable.chmod(0o755)
-        _write(root / "objects" / "info" / "alternates", f"{_pack_of(start, root)}\n")
+        _write(root / "objects" / "info" / "alternates", f"{_pack_of(start, root, user)}\n")
         (root / "work").mkdir(mode=0o700)
         for private in (root / "objects", root / "work"):  # last: root writes nothing there
             private.chmod(0o700)
@@ -244,10 +244,10 @@ def borrowed(work_tree: Path, user: RunAs, start: Start) -> Iterator[Borrowed]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _pack_of(start: Start, root: Path) -> Path:
+def _pack_of(start: Start, root: Path, user: RunAs) -> Path:
     """An object store under `root` holding one pack: `start`'s commit, tree and blobs,
-    read as root from its git dir. Root's and read-only; the user may read it, others
-    cannot find it (a random name in a folder they cannot list)."""
+    read as root from its git dir. Root's and read-only; `user`'s group may read it, and
+    only by its random name in a folder no one else can list."""
     objects = root / secrets.token_hex(16)
     pack = objects / "pack"
     for folder in (objects, pack):
@@ -257,14 +257,17 @@ def _pack_of(start: Start, root: Path) -> Path:
         with tempfile.TemporaryFile() as wanted:
             wanted.write(run([*listing, f"{start.commit}^{{commit}}"], git_dir=start.git_dir))
             wanted.seek(0)
-            run(["pack-objects", "-q", str(pack / "pack")], git_dir=start.git_dir, stdin=wanted)
+            # one thread: a diff's control group bounds its processes, threads included
+            packing = ["pack-objects", "-q", "--threads=1", str(pack / "pack")]
+            run(packing, git_dir=start.git_dir, stdin=wanted)
     except GitError as error:
-        message = f"the start commit {start.commit} is not in the stored repository: {error}"
-        raise GitError(message) from error
-    for entry in pack.iterdir():
-        entry.chmod(0o444)
-    for folder in (pack, objects):
-        folder.chmod(0o755)
+        message = f"the start commit {start.commit} could not be read from the stored"
+        raise GitError(f"{message} repository: {error}") from error
+    for path, mode in (*((entry, 0o440) for entry in pack.iterdir()), (pack, 0o750)):
+        os.chown(path, 0, user.gid)
+        path.chmod(mode)
+    os.chown(objects, 0, user.gid)
+    objects.chmod(0o750)
     return objects
 
 

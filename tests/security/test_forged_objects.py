@@ -2,8 +2,11 @@
 of a job compare the workspace with its start commit: if they read that commit's files from
 the job's object store, the job can rewrite the stored object of a file it changed so that
 it holds the new text too, and its change vanishes from the diff and the patch (while the
-commit pushed carries it). Each test forges the store another way, as the job's user, while
-the job runs; the diff and the patch must still show README.md's new text."""
+commit pushed carries it). Each forgery here is made as the job's user, while the job runs
+(or by the job itself, before its push): the diff and the patch must still show README.md's
+new text, and the push must carry the start commit's files and the workspace's, nothing
+the store claims. The server reads the start commit from a pack of the stored repository's
+made for each (`servergit.borrowed`), whose modes the last test checks."""
 
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from claude_batch_server import servergit
+from claude_batch_server.accounts import lookup
 from tests.conftest import TEST_JWT_KEY
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.jobs.conftest import agent_env
 from tests.results.support import as_user, settled_result
 from tests.security.conftest import Attacks
-from tests.support.api import Api, home_of, make_git_repo
+from tests.support.api import Api, git, home_of, make_git_repo
 from tests.support.mounts import unmount_beneath
 from tests.support.server import LiveServer, wait_for
 from tests.support.users import UserFactory
@@ -221,3 +226,38 @@ def test_a_forged_object_store_changes_nothing_in_the_pushed_commit(
     pushed = as_user(alice.user, source, "ls-tree", "-r", "--name-only", result["commit"])
     assert pushed.splitlines() == [".claude-batch/note.txt", "README.md"]
     assert as_user(alice.user, source, "show", f"{result['commit']}:README.md") == EVIL.strip()
+
+
+def test_the_start_commit_is_read_from_a_pack_of_roots(
+    users: UserFactory, attacks: Attacks, tmp_path: Path
+) -> None:
+    """What `servergit.borrowed` reads the start commit from: a pack of root's, which the
+    user may read and not change, in a folder no other user can list; never the work
+    tree's own store."""
+    owner, other = users.create(), users.create()
+    account = lookup(owner.name)
+    assert account is not None
+    workspace = make_git_repo(home_of(owner), None)
+    stored = tmp_path / "stored.git"  # root's, as a stored repository is
+    subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(stored)], check=True)
+    commit = git(workspace, "rev-parse", "HEAD")
+    subprocess.run(["chown", "-R", f"{owner.name}:", str(workspace)], check=True)
+    user = servergit.RunAs(account.uid, account.gid)
+    with servergit.borrowed(workspace, user, servergit.Start(stored, commit)) as borrowed:
+        alternates = (borrowed.git_dir / "objects" / "info" / "alternates").read_text()
+        [store] = [Path(line) for line in alternates.splitlines()]
+        assert store.parent == borrowed.git_dir
+        for path in [store, *store.rglob("*")]:
+            st = path.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o027) == (0, account.gid, 0), path
+        env = {"GIT_INDEX_FILE": str(borrowed.scratch / "index")}
+        shown = borrowed.run(["cat-file", "-p", f"{commit}:README.md"], env=env)
+        assert shown == b"# hello\n"
+        tries = {
+            owner.name: f"touch {store}/pack/x || touch {store}/x",
+            other.name: f"ls {borrowed.git_dir} || cat {store}/pack/*.idx",
+        }
+        for name, attempt in tries.items():
+            done = subprocess.run(["runuser", "-u", name, "--", "sh", "-c", attempt], check=False)
+            attacks.tried()
+            assert done.returncode != 0, name
