@@ -11,8 +11,18 @@ the server did not write:
   (`own_git_dir`): a configuration written here, no hooks, no `info/`, nothing but HEAD,
   refs, objects, the index and the shallow list;
 * a workspace belongs to its job, whose `.git` is never used as a git dir: `Borrowed`
-  is a git dir of the server's making (HEAD, config, the workspace's objects reached
-  through an alternates file) with the workspace as work tree.
+  is a git dir of the server's making (HEAD, config, objects reached through an
+  alternates file) with the workspace as work tree.
+
+A job also writes its workspace's object store: it may put anything there under any name
+(a loose object or a pack that claims the id of a file of its start commit, alternates
+to a store of its own). So git never reads the start commit there: `borrowed` packs the
+start commit's tree (`Start`), as root, from the stored repository the job cannot write,
+into a folder of root's that the user's group may read, and that pack is the only store git is
+pointed to besides the one it writes (the git dir's own `objects/`). Replace refs
+(GIT_NO_REPLACE_OBJECTS as well), grafts and the shallow list are the git dir's, which
+has none. Only a push also reaches the workspace's store (`results/commit.py`), for the
+commits it builds on, once the commit's tree is made.
 
 And always: no system or global configuration nor attributes (the environment below),
 `-c` for what a default would read from HOME, no hooks, no fsmonitor, no external diff or
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -106,11 +117,13 @@ def run(
     config: Mapping[str, str] | None = None,
     limit: int = MAX_OUTPUT,
     timeout: float = TIMEOUT,
+    stdin: IO[bytes] | None = None,
 ) -> bytes:
     """git `args` on the git dir `git_dir` -- which must be the server's own -- and the
-    work tree `work_tree`, as `user`; a variable of `env` that is None is unset. Output
-    past `limit` bytes or a run past `timeout` seconds kills it and all it started (ssh,
-    a credential helper): GitError; so does a non-zero exit."""
+    work tree `work_tree`, as `user`, reading `stdin` (a file; default none); a variable
+    of `env` that is None is unset. Output past `limit` bytes or a run past `timeout`
+    seconds kills it and all it started (ssh, a credential helper): GitError; so does a
+    non-zero exit."""
     merged = {**ENVIRONMENT, "GIT_DIR": str(git_dir), **(env or {})}
     environment = {key: value for key, value in merged.items() if value is not None}
     if work_tree is not None:
@@ -124,7 +137,7 @@ def run(
             user=None if user is None else user.uid,
             group=None if user is None else user.gid,
             extra_groups=None if user is None else list(user.groups),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE,
             stderr=errors,
             start_new_session=True,
@@ -162,11 +175,20 @@ def _kill_session(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class Start:
+    """A job's start commit, and the git dir of the server's own that holds it (a stored
+    repository, root's: the job cannot write it)."""
+
+    git_dir: Path
+    commit: str
+
+
 class Borrowed:
     """A git dir of the server's making over a work tree someone else owns (a workspace):
-    HEAD and config are root's and read-only; `objects/` (where git may write, e.g. the
-    empty blob of an intent-to-add) and `work/` (for an index) belong to `user`, who
-    reaches the tree's own objects through an alternates file and nothing else of it."""
+    HEAD and config are root's and read-only; `objects/` (where git writes new objects,
+    e.g. the empty blob of an intent-to-add) and `work/` (for an index) belong to `user`,
+    who reaches other objects through an alternates file and nothing else of the tree."""
 
     def __init__(self, root: Path, work_tree: Path, user: RunAs) -> None:
         self.git_dir = root
@@ -182,6 +204,7 @@ class Borrowed:
         config: Mapping[str, str] | None = None,
         limit: int = MAX_OUTPUT,
         timeout: float = TIMEOUT,
+        stdin: IO[bytes] | None = None,
     ) -> bytes:
         """`run` with this git dir, work tree and user."""
         return run(
@@ -193,14 +216,15 @@ class Borrowed:
             config=config,
             limit=limit,
             timeout=timeout,
+            stdin=stdin,
         )
 
 
 @contextlib.contextmanager
-def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Iterator[Borrowed]:
-    """A `Borrowed` git dir over `work_tree`, whose objects are in `objects` (default: its
-    own `.git/objects`), removed afterwards. It lives in the server's temporary folder, in
-    a directory of root's that others may pass through but not change."""
+def borrowed(work_tree: Path, user: RunAs, start: Start) -> Iterator[Borrowed]:
+    """A `Borrowed` git dir over `work_tree`, whose other objects are a pack of `start`'s
+    tree made here; removed afterwards. It lives in the server's temporary folder, in a
+    directory of root's that others may pass through but neither list nor change."""
     root = Path(tempfile.mkdtemp(prefix="cbs-git-"))
     try:
         root.chmod(0o711)
@@ -210,8 +234,7 @@ def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Itera
         for readable in (root / "refs", root / "objects", root / "objects" / "info"):
             readable.mkdir()
             readable.chmod(0o755)
-        source = objects or work_tree / ".git" / "objects"
-        _write(root / "objects" / "info" / "alternates", f"{source}\n")
+        _write(root / "objects" / "info" / "alternates", f"{_pack_of(start, root, user)}\n")
         (root / "work").mkdir(mode=0o700)
         for private in (root / "objects", root / "work"):  # last: root writes nothing there
             private.chmod(0o700)
@@ -219,6 +242,33 @@ def borrowed(work_tree: Path, user: RunAs, objects: Path | None = None) -> Itera
         yield Borrowed(root, work_tree, user)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _pack_of(start: Start, root: Path, user: RunAs) -> Path:
+    """An object store under `root` holding one pack: `start`'s commit, tree and blobs,
+    read as root from its git dir. Root's and read-only; `user`'s group may read it, and
+    only by its random name in a folder no one else can list."""
+    objects = root / secrets.token_hex(16)
+    pack = objects / "pack"
+    for folder in (objects, pack):
+        folder.mkdir(mode=0o700)
+    listing = ["rev-list", "--objects", "--no-object-names", "--no-walk", "--end-of-options"]
+    try:
+        with tempfile.TemporaryFile() as wanted:
+            wanted.write(run([*listing, f"{start.commit}^{{commit}}"], git_dir=start.git_dir))
+            wanted.seek(0)
+            # one thread: a diff's control group bounds its processes, threads included
+            packing = ["pack-objects", "-q", "--threads=1", str(pack / "pack")]
+            run(packing, git_dir=start.git_dir, stdin=wanted)
+    except GitError as error:
+        message = f"the start commit {start.commit} could not be read from the stored"
+        raise GitError(f"{message} repository: {error}") from error
+    for path, mode in (*((entry, 0o440) for entry in pack.iterdir()), (pack, 0o750)):
+        os.chown(path, 0, user.gid)
+        path.chmod(mode)
+    os.chown(objects, 0, user.gid)
+    objects.chmod(0o750)
+    return objects
 
 
 def own_git_dir(git_dir: Path) -> None:

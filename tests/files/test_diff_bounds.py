@@ -17,6 +17,7 @@ from claude_batch_server.cgroups.base import root_name
 from claude_batch_server.errors import Unavailable
 from claude_batch_server.files import diffs
 from claude_batch_server.jobs.containment import Containment
+from claude_batch_server.servergit import Start
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import git, home_of, make_git_repo
@@ -71,17 +72,17 @@ def test_a_diff_past_its_time_limit_answers_503(
     (source / "a.txt").write_text("b\n")
     account = lookup(user.name)
     assert account is not None
-    commit = git(source, "rev-parse", "HEAD").strip()
+    start = Start(source / ".git", git(source, "rev-parse", "HEAD").strip())
     contained = Containment.for_host(root_name(tmp_path), diffs.LIMITS)
     bounded = diffs.BoundedDiffs(contained)
     monkeypatch.setattr(diffs, "WAIT", 0.001)
 
     async def ask() -> None:
         with pytest.raises(Unavailable, match="taking longer than"):
-            await bounded.diff("job1", "1:ended", account, source, commit)
+            await bounded.diff("job1", "1:ended", account, source, start)
         await asyncio.sleep(0)
         monkeypatch.setattr(diffs, "WAIT", 60)
-        again = await bounded.diff("job1", "1:ended", account, source, commit)
+        again = await bounded.diff("job1", "1:ended", account, source, start)
         assert b"-a\n+b\n" in again
 
     asyncio.run(ask())

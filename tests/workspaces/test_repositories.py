@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
 from claude_batch_server.workspaces import WorkspaceEngine, WorkspaceError
 from claude_batch_server.workspaces import engine as engine_module
@@ -23,6 +24,16 @@ every = pytest.mark.parametrize(("filesystem", "strategy"), combinations())
 each_filesystem = pytest.mark.parametrize(
     ("filesystem", "strategy"), [("disk", "auto"), ("xfs", "auto"), ("btrfs", "auto")]
 )
+
+
+def assert_start(engine: WorkspaceEngine, job_id: str, source: GitRepo, commit: str) -> None:
+    """The job's start commit is read from a git dir of the server's, not its workspace."""
+    start = engine.start_of(job_id)
+    assert start is not None and start.commit == commit
+    assert not start.git_dir.is_relative_to(engine.workspace_path(job_id))
+    assert start.git_dir.stat().st_uid == 0
+    tree = servergit.run(["rev-parse", "--verify", f"{commit}^{{tree}}"], git_dir=start.git_dir)
+    assert tree.decode().strip() == git(source.path, "rev-parse", f"{commit}^{{tree}}")
 
 
 @each_filesystem
@@ -87,6 +98,7 @@ def test_pull_swaps_the_repository_and_keeps_workspaces(
     repo = adopt(source)  # a pull: a fresh clone replaces the stored one
 
     assert git(repo, "rev-parse", "HEAD") == new
+    assert_start(engine, "job1", source, old)
     engine.restore_workspace("job1")
     assert (workspace / "src" / "app.py").read_text() == "print('app, second')\n"
     assert as_user(account, "git rev-parse HEAD; cat note.txt", workspace).split() == [old, "mine"]
@@ -112,6 +124,7 @@ def test_removed_repository_leaves_workspaces_working(
     assert not (data_dir / "repos" / "repo").exists()
     engine.restore_workspace("job1")
     assert as_user(account, "git log --oneline | wc -l", workspace).strip() == "2"
+    assert_start(engine, "job1", source, source.commits[-1])
     with pytest.raises(WorkspaceError, match="missing"):
         engine.create_workspace("repo", source.commits[-1], "job2", account)
     engine.remove_workspace("job1")
@@ -155,10 +168,10 @@ def test_after_a_pull_the_old_commit_is_refused_unless_a_workspace_keeps_it(
     new = source.commit({"src/app.py": b"print('third')\n"}, "third")
     adopt(source)
 
-    if engine.strategy_name == "overlay":  # job1 still reads the old tree: it is kept
-        kept = engine.create_workspace("repo", old, "job2", account)
-        assert (kept / "src" / "app.py").read_text() == "print('app, second')\n"
-        engine.remove_workspace("job2")
+    # job1 started at the old tree (an overlay reads it still): it is kept
+    kept = engine.create_workspace("repo", old, "job2", account)
+    assert (kept / "src" / "app.py").read_text() == "print('app, second')\n"
+    engine.remove_workspace("job2")
     engine.remove_workspace("job1")
     with pytest.raises(WorkspaceError, match=f"at {new}, not at {old}"):
         engine.create_workspace("repo", old, "job3", account)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from claude_batch_server.accounts import Account
 from claude_batch_server.repositories import git
+from claude_batch_server.servergit import Start
 
 MAX_ENTRIES = 200_000  # entries of a workspace looked at for large files
 MAX_LEFT_OUT = 1000  # large files named; past that, the diff is refused
@@ -66,7 +67,8 @@ def main() -> None:
     if len(large) > MAX_LEFT_OUT:
         sys.exit(f"more than {MAX_LEFT_OUT} files larger than {request['max_file']} bytes")
     try:
-        diff = git.diff_workspace(account, workspace, request["commit"], [p for p, _ in large])
+        start = Start(Path(request["stored"]), request["commit"])
+        diff = git.diff_workspace(account, workspace, start, [p for p, _ in large])
     except git.GitError as error:
         sys.exit(str(error))
     for path, size in sorted(large):

@@ -28,6 +28,7 @@ from claude_batch_server.files import diffproc
 from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.logs import log
 from claude_batch_server.servergit import MAX_OUTPUT as MAX_DIFF
+from claude_batch_server.servergit import Start
 
 LIMITS = Limits(memory_max=512 * 2**20, cpus=1.0, pids_max=64)
 DIFF_TIMEOUT = 120.0  # seconds one computation may take, then it is killed
@@ -44,17 +45,18 @@ class BoundedDiffs:
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     async def diff(
-        self, job_id: str, version: str | None, account: Account, workspace: Path, commit: str
+        self, job_id: str, version: str | None, account: Account, workspace: Path, start: Start
     ) -> bytes:
-        """The diff of `workspace` against `commit`. `version`: what tells this state of an
-        ended job's workspace apart (its runs and end), None while it may still change."""
+        """The diff of `workspace` against its `start` commit (read from the stored
+        repository). `version`: what tells this state of an ended job's workspace apart
+        (its runs and end), None while it may still change."""
         key = (job_id, version) if version is not None else None
         if key is not None and (cached := self._cache.get(key)) is not None:
             self._cache.move_to_end(key)
             return cached
         computing = self._running.get(job_id)
         if computing is None:
-            computing = asyncio.ensure_future(self._compute(job_id, account, workspace, commit))
+            computing = asyncio.ensure_future(self._compute(job_id, account, workspace, start))
             self._running[job_id] = computing
             computing.add_done_callback(lambda done: self._done(job_id, key, done))
         try:
@@ -73,14 +75,15 @@ class BoundedDiffs:
         while len(self._cache) > CACHED or sum(map(len, self._cache.values())) > CACHED_BYTES:
             self._cache.popitem(last=False)
 
-    async def _compute(self, job_id: str, account: Account, workspace: Path, commit: str) -> bytes:
+    async def _compute(self, job_id: str, account: Account, workspace: Path, start: Start) -> bytes:
         group = DIFF_PREFIX + job_id
         procs = await anyio.to_thread.run_sync(self._containment.create_named, group, LIMITS)
         request = {
             "cgroups": procs,
             "account": asdict(account) | {"home": str(account.home)},
             "workspace": str(workspace),
-            "commit": commit,
+            "commit": start.commit,
+            "stored": str(start.git_dir),
             "max_file": MAX_FILE,
         }
         started = time.perf_counter()

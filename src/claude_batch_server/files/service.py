@@ -15,6 +15,7 @@ import anyio
 from claude_batch_server.accounts import Account
 from claude_batch_server.errors import (
     BadRequest,
+    Conflict,
     NotFound,
     RangeNotSatisfiable,
     TooLarge,
@@ -126,9 +127,12 @@ class FileService:
         account = await anyio.to_thread.run_sync(self._lookup, job.user)
         if account is None or job.commit is None:
             raise NotFound(f"account {job.user!r} no longer exists")
+        start = await anyio.to_thread.run_sync(self._workspaces.start_of, job.id)
+        if start is None:
+            raise Conflict("the stored repository the job started from is gone")
         ended = job.status in ENDED
         version = f"{job.runs}:{job.completed_at}" if ended else None
-        return await self._diffs.diff(job.id, version, account, root, job.commit)
+        return await self._diffs.diff(job.id, version, account, root, start)
 
 
 def _entry(item: os.DirEntry[str], prefix: str) -> Entry | None:

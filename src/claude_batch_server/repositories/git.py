@@ -88,19 +88,20 @@ IMAGE_DIR = ".claude-batch"  # the job's images: the server put them there, not 
 
 
 def diff_workspace(
-    account: Account, workspace: Path, commit: str, leave_out: Sequence[str] = ()
+    account: Account, workspace: Path, start: servergit.Start, leave_out: Sequence[str] = ()
 ) -> bytes:
-    """What a workspace changed against `commit`, new untracked files included, but for
-    the files `leave_out` (paths from its top), as the workspace's user and with a git dir
-    of the server's own (`servergit.borrowed`): the job wrote the workspace's `.git`, and
-    none of it runs here. An index of ours, at `commit`, with intent-to-add entries for new
-    files: nothing is hashed into any store."""
+    """What a workspace changed against its `start` commit, new untracked files included,
+    but for the files `leave_out` (paths from its top), as the workspace's user and with a
+    git dir of the server's own (`servergit.borrowed`): the job wrote the workspace's
+    `.git`, and none of it runs or is read here; the start commit's files are read from
+    the stored repository. An index of ours, at `start`, with intent-to-add entries for
+    new files: nothing is hashed into any store."""
     user = servergit.RunAs(account.uid, account.gid, account.supplementary_gids)
-    with servergit.borrowed(workspace, user) as git:
+    with servergit.borrowed(workspace, user, start) as git:
         env = {"GIT_INDEX_FILE": str(git.scratch / "index")}
-        git.run(["read-tree", commit], env=env)
+        git.run(["read-tree", start.commit], env=env)
         left_out = [f":(exclude,top,literal){path}" for path in leave_out]
         git.run(["add", "--all", "--intent-to-add", "--", ".", *left_out], env=env)
         pathspec = ["--", ".", f":(exclude,top){IMAGE_DIR}", *left_out]
         diff = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all"]
-        return git.run([*diff, commit, *pathspec], env=env)
+        return git.run([*diff, start.commit, *pathspec], env=env)

@@ -2,10 +2,16 @@
 
 git runs as the job's user through `servergit.borrowed`: a git dir of the server's making
 over the workspace, whose `.git` (config, hooks, attributes, index) is the job's writing
-and is never used as a git dir. New objects go to the workspace's object store (data,
-never run), beside the job's start commit, where a resumed job's next push finds the
-commit it builds on. Only the push reads the user's own global configuration (their
-credential helper, their ssh), running as them: as when they push by hand.
+and is never used as a git dir. The start commit is read from the stored repository
+(`servergit.Start`), never from the workspace's object store, where the job may have put
+anything under any object's name: the commit's tree is the start commit's with the
+workspace's files, whatever that store holds. Its new objects go to the scratch git dir;
+a push's commit and what it adds go to the workspace's object store too (data, never
+run), where a resumed job's next push finds the commit it builds on. What git reads of
+that store then (that commit, the history below the start commit) decides what it sends,
+never what the commit holds: the remote takes objects by the hashes of their contents.
+Only the push reads the user's own global configuration (their credential helper, their
+ssh), running as them: as when they push by hand.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +27,7 @@ from pathlib import Path
 
 from claude_batch_server import servergit
 from claude_batch_server.accounts import Account
+from claude_batch_server.logs import log
 from claude_batch_server.repositories.git import ALLOWED_PROTOCOLS, SSH_COMMAND
 
 PUSH_TIMEOUT = 600.0  # seconds; each local step has servergit's own bound
@@ -40,13 +48,17 @@ class Ident:
 class Scratch:
     """git over one workspace, as its user, with the server's configuration."""
 
-    def __init__(self, git: servergit.Borrowed, account: Account, workspace: Path) -> None:
+    def __init__(
+        self, git: servergit.Borrowed, account: Account, workspace: Path, start: str
+    ) -> None:
         self._git = git
         self._account = account
-        self._env = {
-            "GIT_INDEX_FILE": str(git.scratch / "index"),
-            "GIT_OBJECT_DIRECTORY": str(workspace / ".git" / "objects"),
-        }
+        self._start = start
+        # the scratch git dir's own objects, and the start commit from the stored repository
+        self._env: dict[str, str | None] = {"GIT_INDEX_FILE": str(git.scratch / "index")}
+        # and after them the workspace's: earlier pushes' commits, the history below `start`
+        self._objects = workspace / ".git" / "objects"
+        self._beside = self._env | {"GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self._objects)}
 
     def _run(
         self,
@@ -69,16 +81,16 @@ class Scratch:
         name = self._account.name
         return Ident(values[0] or name, values[1] or f"{name}@{socket.gethostname()}")
 
-    def snapshot(
-        self, start: str, parent: str, ident: Ident, when: datetime, message: str
-    ) -> str | None:
+    def snapshot(self, parent: str, ident: Ident, when: datetime, message: str) -> str | None:
         """The workspace as a commit on `parent` (by `ident`, dated `when`: the same job
         end gives the same commit, so a push tried again finds its work done), its tree
-        the workspace's files against the job's `start` commit; None if nothing changed."""
-        self._run(["read-tree", start])
+        the workspace's files against the job's start commit; None if nothing changed."""
+        self._run(["read-tree", self._start])
         self._run(["add", "--all", "--", ".", EXCLUDED])
         tree = self._run(["write-tree"])
-        if tree == self._run(["rev-parse", "--verify", f"{parent}^{{tree}}"]):
+        # a parent other than the start commit is one an earlier push kept in the workspace
+        env = self._env if parent == self._start else self._beside
+        if tree == self._run(["rev-parse", "--verify", f"{parent}^{{tree}}"], env):
             return None
         stamp = f"@{int(when.timestamp())} +0000"
         people = {
@@ -90,7 +102,7 @@ class Scratch:
             "GIT_COMMITTER_DATE": stamp,
         }
         path = self._message(message)  # a file: the prompt never goes in argv
-        return self._run(["commit-tree", tree, "-p", parent, "-F", str(path)], people)
+        return self._run(["commit-tree", tree, "-p", parent, "-F", str(path)], env | people)
 
     def format_patch(self, commit: str) -> bytes:
         args = ["format-patch", "--stdout", "--binary", "--no-signature", "--no-textconv"]
@@ -108,7 +120,24 @@ class Scratch:
             "GIT_CONFIG_KEY_1": "remote.origin.push",
             "GIT_CONFIG_VALUE_1": f"{commit}:refs/heads/{branch}",
         }
-        self._run(["push", "--no-verify", "--quiet", "origin"], env, timeout=PUSH_TIMEOUT)
+        self._run(
+            ["push", "--no-verify", "--quiet", "origin"], self._beside | env, timeout=PUSH_TIMEOUT
+        )
+        self._keep(commit)
+
+    def _keep(self, commit: str) -> None:
+        """`commit` and what it adds to the start commit, packed into the workspace's object
+        store, where the push of the job resumed finds the commit it builds on. The job may
+        have broken its store: the push is done, only a resumed job's next one then fails."""
+        listing = ["rev-list", "--objects", "--no-object-names", commit, "--not", self._start]
+        try:
+            with tempfile.TemporaryFile() as wanted:
+                wanted.write(self._git.run(listing, env=self._beside))
+                wanted.seek(0)
+                pack = str(self._objects / "pack" / "pack")
+                self._git.run(["pack-objects", "-q", pack], env=self._beside, stdin=wanted)
+        except servergit.GitError as error:
+            log.warning("the pushed commit was not kept in the workspace", error=str(error))
 
     def _user_config(self) -> dict[str, str | None]:
         """The user's HOME and their own global git configuration: for the push alone."""
@@ -131,10 +160,10 @@ class Scratch:
 
 
 @contextlib.contextmanager
-def scratch(account: Account, workspace: Path) -> Iterator[Scratch]:
+def scratch(account: Account, workspace: Path, start: servergit.Start) -> Iterator[Scratch]:
     user = servergit.RunAs(account.uid, account.gid, account.supplementary_gids)
-    with servergit.borrowed(workspace, user) as git:
-        yield Scratch(git, account, workspace)
+    with servergit.borrowed(workspace, user, start) as git:
+        yield Scratch(git, account, workspace, start.commit)
 
 
 def _clean(value: str) -> str:

@@ -167,12 +167,14 @@ class ResultService:
         account = self._lookup(job.user)
         if account is None:
             raise NotFound(f"account {job.user!r} no longer exists")
+        start = self._workspaces.start_of(job.id)
+        if start is None:
+            raise Conflict("the stored repository the job started from is gone")
         workspace = self._workspaces.workspace_path(job.id)
         try:
-            with commit.scratch(account, workspace) as repository:
+            with commit.scratch(account, workspace, start) as repository:
                 made = repository.snapshot(
-                    job.commit,
-                    job.commit,
+                    start.commit,
                     repository.ident(),
                     job.completed_at or utcnow(),
                     commit.message_of(job.prompt, job.id),
@@ -303,11 +305,13 @@ class ResultService:
                 else "workspace"
             )
             return _result(branch, error=f"the job's {what} is gone: nothing was pushed")
+        start = self._workspaces.start_of(job.id)
+        if start is None:
+            return _result(branch, error="the job's stored repository is gone: nothing was pushed")
         workspace = self._workspaces.workspace_path(job.id)
-        with commit.scratch(account, workspace) as scratch:
+        with commit.scratch(account, workspace, start) as scratch:
             made = scratch.snapshot(
-                job.commit,
-                base or job.commit,
+                base or start.commit,
                 scratch.ident(),
                 job.completed_at or utcnow(),
                 commit.message_of(job.run_prompt, job.id),

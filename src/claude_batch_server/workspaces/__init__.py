@@ -26,8 +26,10 @@ Layout under DATA_DIR:
                                 what a strategy keeps per user and commit: btrfs alone, a
                                 snapshot of the repository given to the user once (their
                                 workspaces are snapshots of it)
-      kept/<repo>/<commit>/     a stored tree replaced by a pull or removed while overlay
-                                workspaces still have it as their lower layer
+      kept/<repo>/<commit>/     a stored tree replaced by a pull or removed while
+                                workspaces made from it remain: an overlay's lower
+                                layer, and the start commit every workspace's diff reads
+                                (never the job's own copy of it, which the job can write)
       locks/<repo>              flock files, one per repository; `.quotas`, held while a
                                 new workspace's quota key is chosen
       tmp/<pid>-<random>/       scratch: probes, adoptions in progress, trees being deleted
@@ -58,7 +60,7 @@ Life of the shared trees: a base or kept tree lives exactly as long as a workspa
 refers to it. `remove_workspace` drops what its repository no longer uses; `collect()`
 does so for every repository and also removes scratch left by dead processes (call it at
 start-up). A pull (`adopt_repository`) swaps the new tree in with one atomic rename
-(RENAME_EXCHANGE); the old one is kept when an overlay workspace still reads it, and
+(RENAME_EXCHANGE); the old one is kept while a workspace made from it remains, and
 otherwise deleted. Bases are snapshots, independent of the tree they came from.
 """
 

@@ -168,6 +168,20 @@ class WorkspaceEngine:
         except WorkspaceError:
             return None
 
+    def start_of(self, job_id: str) -> servergit.Start | None:
+        """The job's start commit, in the stored git dir to read it from (the job cannot
+        write it, unlike its workspace's): the kept tree at that commit if a pull replaced
+        the stored one or it was removed, else the stored repository; None when neither is
+        there (the workspace is gone)."""
+        record = self._layout.read_record(job_id)
+        if record is None:
+            return None
+        tree = self._layout.kept_tree(record.repository, record.commit)
+        if not tree.exists():
+            tree = self._layout.repository(record.repository)
+        git_dir = tree / ".git"
+        return servergit.Start(git_dir, record.commit) if git_dir.is_dir() else None
+
     def restore_workspace(self, job_id: str) -> None:
         """Make the job's workspace usable after a restart (remount an overlay)."""
         record = self._layout.read_record(job_id)
@@ -231,21 +245,21 @@ class WorkspaceEngine:
         return scratch
 
     def _retire(self, name: str, old: Path) -> None:
-        """Keep a replaced or removed stored tree if a workspace still reads it (an overlay's
-        lower layer); otherwise it stays in `old`, in the scratch area, to be deleted."""
+        """Keep a replaced or removed stored tree while a workspace made from it remains (an
+        overlay reads it as its lower layer; every workspace's diff, patch and push read
+        its start commit there, `start_of`); otherwise it stays in `old`, in the scratch
+        area, to be deleted."""
         commit = _recorded_head(old)
-        if commit is None or not self._reads(name, commit):
+        if commit is None or not self._started_at(name, commit):
             return
         kept = self._layout.kept_tree(name, commit)
         if not kept.exists():  # else the workspaces at `commit` read that one, not `old`
             kept.parent.mkdir(mode=0o700, exist_ok=True)
             old.rename(kept)
 
-    def _reads(self, name: str, commit: str) -> bool:
+    def _started_at(self, name: str, commit: str) -> bool:
         return any(
-            record.repository == name
-            and record.commit == commit
-            and registry.STRATEGIES[record.strategy].keeps_source
+            record.repository == name and record.commit == commit
             for record in self._layout.records()
         )
 
@@ -255,8 +269,7 @@ class WorkspaceEngine:
         for record in self._layout.records():
             if record.repository == name:
                 used.add(self._layout.base(name, record.commit, record.uid))
-                if registry.STRATEGIES[record.strategy].keeps_source:
-                    used.add(self._layout.kept_tree(name, record.commit))
+                used.add(self._layout.kept_tree(name, record.commit))
         for top in (self._layout.bases / name, self._layout.kept / name):
             for path in _dirs(top):
                 if path not in used:
