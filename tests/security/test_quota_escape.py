@@ -10,11 +10,35 @@ import subprocess
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
-from tests.jobs.conftest import JobWorldFactory
+from tests.jobs.conftest import JobWorld, JobWorldFactory
 from tests.jobs.test_quota import LIMIT, QuotaFs, quota_fs
 from tests.security.conftest import Attacks
 
 __all__ = ["quota_fs"]
+
+
+def quota_world(job_world: JobWorldFactory, quota_fs: QuotaFs, **settings: str) -> JobWorld:
+    """Jobs whose workspaces are on `quota_fs`, each limited to LIMIT."""
+    return job_world(
+        data_dir=quota_fs.mount_point,
+        COW_STRATEGY=quota_fs.strategy,
+        JOB_DISK_MAX=str(LIMIT),
+        DATA_DIR_MIN_FREE="1%",
+        **settings,
+    )
+
+
+def escape(world: JobWorld, fake_anthropic: FakeAnthropic, name: str, script: str) -> str:
+    """A member's job runs `script` with its Bash tool: the job's transcript, as JSON, once
+    the job is deleted."""
+    fake_anthropic.add_script(name, [bash(script), text("Done.")])
+    alice = world.member()
+    job = alice.run(alice.repo, f"Escape {marker(name)}")["jobId"]
+    alice.wait_ended(job)
+    transcript = json.dumps(alice.events(job))
+    assert alice.http.delete(f"/jobs/{job}").status_code == 204
+    return transcript
+
 
 # a btrfs subvolume of its own in the workspace (any user may make one where it may write,
 # and it would have a quota group of its own, outside the workspace's); then twice the limit
@@ -29,22 +53,11 @@ def test_a_nested_subvolume_does_not_escape_the_quota(
 ) -> None:
     if quota_fs.mechanism != "btrfs-qgroup":
         pytest.skip("subvolumes are btrfs's")
-    fake_anthropic.add_script("nested", [bash(NESTED), text("Done.")])
-    world = job_world(
-        data_dir=quota_fs.mount_point,
-        COW_STRATEGY=quota_fs.strategy,
-        JOB_DISK_MAX=str(LIMIT),
-        DATA_DIR_MIN_FREE="1%",
-    )
-    alice = world.member()
-    job = alice.run(alice.repo, f"Escape {marker('nested')}")["jobId"]
-    alice.wait_ended(job)
+    transcript = escape(quota_world(job_world, quota_fs), fake_anthropic, "nested", NESTED)
     attacks.tried()
-    transcript = json.dumps(alice.events(job))
     # the subvolume is not made (jobs/seccomp.py), so writing past the limit is refused
     assert "made=1" in transcript, transcript[-2000:]
     assert "head=1" in transcript, transcript[-2000:]
-    assert alice.http.delete(f"/jobs/{job}").status_code == 204
 
 
 # a folder of its own whose project id it sets to 0 (FS_IOC_FSSETXATTR: the kernel lets a
@@ -65,20 +78,9 @@ def test_a_project_id_set_back_to_zero_does_not_escape_the_quota(
     it shows whether a job can take its files out of its project."""
     if quota_fs.mechanism == "btrfs-qgroup":
         pytest.skip("project ids are XFS's and ext4's")
-    fake_anthropic.add_script("reproject", [bash(REPROJECT), text("Done.")])
-    world = job_world(
-        data_dir=quota_fs.mount_point,
-        COW_STRATEGY=quota_fs.strategy,
-        JOB_DISK_MAX=str(LIMIT),
-        DATA_DIR_MIN_FREE="1%",
-    )
-    alice = world.member()
-    job = alice.run(alice.repo, f"Escape {marker('reproject')}")["jobId"]
-    alice.wait_ended(job)
+    transcript = escape(quota_world(job_world, quota_fs), fake_anthropic, "reproject", REPROJECT)
     attacks.tried()
-    transcript = json.dumps(alice.events(job))
     assert "head=1" in transcript, transcript[-2000:]  # writing past the limit refused
-    assert alice.http.delete(f"/jobs/{job}").status_code == 204
 
 
 # file_setattr(2) (Linux 6.17): FS_IOC_FSSETXATTR's fields, the project id among them, set
@@ -100,12 +102,8 @@ else:
 def test_file_setattr_is_refused_like_its_ioctl(
     job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, attacks: Attacks
 ) -> None:
-    fake_anthropic.add_script("setattr", [bash(SETATTR), text("Done.")])
-    alice = job_world().member()
-    job = alice.run(alice.repo, f"Escape {marker('setattr')}")["jobId"]
-    alice.wait_ended(job)
+    transcript = escape(job_world(), fake_anthropic, "setattr", SETATTR)
     attacks.tried()
-    transcript = json.dumps(alice.events(job))
     assert "setattr=" in transcript, transcript[-2000:]  # the call was made
     assert "setattr=Operation not permitted" in transcript, transcript[-2000:]
 
@@ -131,23 +129,12 @@ def test_clones_into_tmpdir_do_not_escape_the_quota(
 ) -> None:
     if quota_fs.mechanism != "btrfs-qgroup":
         pytest.skip("quota groups are btrfs's")
-    fake_anthropic.add_script("cloned", [bash(CLONED), text("Done.")])
-    world = job_world(
-        data_dir=quota_fs.mount_point,
-        COW_STRATEGY=quota_fs.strategy,
-        JOB_DISK_MAX=str(LIMIT),
-        DATA_DIR_MIN_FREE="1%",
-    )
-    alice = world.member()
-    job = alice.run(alice.repo, f"Escape {marker('cloned')}")["jobId"]
-    alice.wait_ended(job)
+    transcript = escape(quota_world(job_world, quota_fs), fake_anthropic, "cloned", CLONED)
     attacks.tried()
-    transcript = json.dumps(alice.events(job))
     kept = re.search(r"kept=(\d+)M", transcript)
     assert kept is not None, transcript[-2000:]
     # no more than its quota (du rounds up to the next MiB)
     assert int(kept.group(1)) <= LIMIT // 2**20 + 1, transcript[-2000:]
-    assert alice.http.delete(f"/jobs/{job}").status_code == 204
 
 
 @pytest.mark.xfail(
@@ -164,13 +151,7 @@ def test_a_subvolume_made_from_outside_the_job_does_not_escape_the_quota(
     fake_anthropic.add_script("first", [text("Done.")])
     fill = "head -c 64M /dev/zero > nested/big; echo head=$?"
     fake_anthropic.add_script("fill", [bash(fill), text("Done.")])
-    world = job_world(
-        data_dir=quota_fs.mount_point,
-        COW_STRATEGY=quota_fs.strategy,
-        JOB_DISK_MAX=str(LIMIT),
-        DATA_DIR_MIN_FREE="1%",
-    )
-    alice = world.member()
+    alice = quota_world(job_world, quota_fs).member()
     job = alice.run(alice.repo, f"Start {marker('first')}")["jobId"]
     alice.wait_ended(job)
     workspace = quota_fs.mount_point / "workspaces" / job

@@ -3,16 +3,15 @@ process: its step is slurmstepd's child on the node, not srun's."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.jobs.conftest import JobWorldFactory
-from tests.jobs.test_quota import LIMIT, QuotaFs, quota_fs
+from tests.jobs.test_quota import QuotaFs, quota_fs
 from tests.security.conftest import Attacks
-from tests.security.test_quota_escape import NESTED
+from tests.security.test_quota_escape import NESTED, escape, quota_world
 from tests.slurm.conftest import slurm
 from tests.support.server import wait_for
 from tests.support.slurm import SlurmCluster
@@ -35,27 +34,19 @@ def test_a_slurm_step_cannot_make_a_subvolume_either(
 ) -> None:
     if quota_fs.mechanism != "btrfs-qgroup":
         pytest.skip("subvolumes are btrfs's")
-    fake_anthropic.add_script(
-        "nested", [bash(f"grep Seccomp: /proc/self/status; {NESTED}"), text("Done.")]
-    )
-    world = job_world(
-        data_dir=quota_fs.mount_point,
+    world = quota_world(
+        job_world,
+        quota_fs,
         **slurm.env,
         EXECUTOR="slurm",
         SLURM_PARTITION="batch",
         JOB_MEMORY_MAX="2G",
-        COW_STRATEGY=quota_fs.strategy,
-        JOB_DISK_MAX=str(LIMIT),
-        DATA_DIR_MIN_FREE="1%",
     )
-    alice = world.member()
-    job = alice.run(alice.repo, f"Escape {marker('nested')}")["jobId"]
-    alice.wait_ended(job)
+    script = f"grep Seccomp: /proc/self/status; {NESTED}"
+    transcript = escape(world, fake_anthropic, "nested", script)
     attacks.tried()
-    transcript = json.dumps(alice.events(job))
     assert "made=1" in transcript, transcript[-3000:]  # no subvolume of its own
     assert "head=1" in transcript, transcript[-3000:]  # so no write past the limit
-    assert alice.http.delete(f"/jobs/{job}").status_code == 204
 
 
 def test_a_users_slurm_job_named_with_a_newline_does_not_stop_the_server(

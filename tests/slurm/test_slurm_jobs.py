@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from claude_batch_server.jobs.reaper import descendants
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
@@ -69,8 +70,9 @@ def test_a_job_runs_as_a_slurm_step_of_its_user(
     assert processes_of(alice.user.uid) == []
 
 
-def test_cancel_ends_the_slurm_job(
-    slurm_world: JobWorldFactory, slurm: SlurmCluster, fake_anthropic: FakeAnthropic
+@pytest.mark.parametrize("stop", ["cancel", "delete"])
+def test_cancel_and_delete_end_the_slurm_job(
+    stop: str, slurm_world: JobWorldFactory, slurm: SlurmCluster, fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
     alice = slurm_world().member()
@@ -78,25 +80,13 @@ def test_cancel_ends_the_slurm_job(
     wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
     assert len(slurm_jobs_of(slurm, job["jobId"])) == 1
 
-    assert alice.http.post(f"/jobs/{job['jobId']}/cancel").status_code == 202
+    if stop == "cancel":
+        assert alice.http.post(f"/jobs/{job['jobId']}/cancel").status_code == 202
+        assert alice.wait_ended(job["jobId"], deadline=30)["status"] == "cancelled"
+    else:  # answered at once: the job is forgotten, its end follows
+        assert alice.http.delete(f"/jobs/{job['jobId']}").status_code == 204
+        assert alice.http.get(f"/jobs/{job['jobId']}").status_code == 404
 
-    assert alice.wait_ended(job["jobId"], deadline=30)["status"] == "cancelled"
-    assert slurm_jobs_of(slurm, job["jobId"]) == []
-    assert processes_of(alice.user.uid) == []
-
-
-def test_delete_ends_the_slurm_job_and_forgets_the_job(
-    slurm_world: JobWorldFactory, slurm: SlurmCluster, fake_anthropic: FakeAnthropic
-) -> None:
-    fake_anthropic.add_script(SLEEPER, [bash("sleep 1000"), text("Slept.")])
-    alice = slurm_world().member()
-    job = alice.run(alice.repo, f"Sleep {marker(SLEEPER)}")
-    wait_for(lambda: sleeping(alice), 60, "the agent's sleep to start")
-    assert len(slurm_jobs_of(slurm, job["jobId"])) == 1
-
-    assert alice.http.delete(f"/jobs/{job['jobId']}").status_code == 204
-
-    assert alice.http.get(f"/jobs/{job['jobId']}").status_code == 404
     wait_for(lambda: slurm_jobs_of(slurm, job["jobId"]) == [], 30, "the Slurm job to end")
     wait_for(lambda: processes_of(alice.user.uid) == [], 30, "the agent's processes to end")
 
