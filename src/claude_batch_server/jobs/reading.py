@@ -38,6 +38,14 @@ _SIZE = sum(
 # built once, for it runs on every request naming a job
 _FIND = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 _STATUS = select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
+# what the dashboard's lists show of a job (page), its prompt's start alone
+SUMMARY_PROMPT = 1000
+SUMMARY = [
+    *(JOBS.c[name] for name in ("id", "user", "repository", "status", "queued_at")),
+    *(JOBS.c[name] for name in ("created_at", "started_at", "completed_at")),
+    *(JOBS.c[name] for name in ("num_turns", "cost_usd")),
+    func.substr(JOBS.c.prompt, 1, SUMMARY_PROMPT).label("prompt"),
+]
 # what a listing shows of a job: its answer's fields, and when it was queued
 LISTED = [
     JOBS.c[name]
@@ -117,8 +125,10 @@ class JobReader:
         owner: str | None,
         repository: str | None = None,
     ) -> JobPage:
-        """Newest first: the caller's jobs, or `owner`'s (`*`: everyone's) for an admin."""
-        query = self._page_query(JOBS.c, user, status, limit, cursor, owner, repository)
+        """Newest first: the caller's jobs, or `owner`'s (`*`: everyone's) for an admin, as
+        the dashboard's lists show them: jobs of the SUMMARY columns alone, their prompts
+        cut at SUMMARY_PROMPT characters (a page of whole jobs could weigh gigabytes)."""
+        query = self._page_query(SUMMARY, user, status, limit, cursor, owner, repository)
         # Core, and models made from its rows: the ORM's loading costs more than the query
         with self._database.read_connection() as connection:
             jobs = [detached(Job, row) for row in connection.execute(query)]
