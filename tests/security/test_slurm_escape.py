@@ -117,8 +117,8 @@ def test_a_forged_squeue_line_does_not_cancel_another_users_slurm_job(
     attacks: Attacks,
 ) -> None:
     """alice comments a Slurm job of her own, named as her server job's, with a second line
-    in squeue's format: the next Slurm job's id, whoever's it will be. Cancelling her server
-    job must end hers only, not bob's, which gets that id."""
+    in squeue's format naming bob's Slurm job (squeue shows every user's). Cancelling her
+    server job must end hers only, not bob's."""
     fake_anthropic.add_script("sleeper", [bash("sleep 1000"), text("Slept.")])
     world = job_world(**slurm.env, EXECUTOR="slurm", SLURM_PARTITION="batch", JOB_MEMORY_MAX="1G")
     alice, bob = world.member(), users.create()
@@ -151,17 +151,17 @@ def test_a_forged_squeue_line_does_not_cancel_another_users_slurm_job(
             30,
             "alice's own job",
         )
-        forged = f"{tag}\n{holder + 1}|RUNNING|None|{tag}"
+        started.append(as_user(bob.name, slurm, "srun", "--quiet", "--mem=64M", "sleep", "600"))
+        bobs = wait_for(lambda: slurm_ids(slurm, bob.name), 30, "bob's job")
+        forged = f"{tag}\n{bobs[0]}|RUNNING|None|{tag}"
         update = as_user(
             alice.user.name, slurm, "scontrol", "update", f"JobId={holder}", f"Comment={forged}"
         )
         assert update.wait() == 0
-        started.append(as_user(bob.name, slurm, "srun", "--quiet", "--mem=64M", "sleep", "600"))
-        wait_for(lambda: slurm_ids(slurm, bob.name) == [holder + 1], 30, "bob's job")
         attacks.tried()
         assert alice.http.post(f"/jobs/{job}/cancel").status_code == 202
         alice.wait_ended(job, deadline=180)
-        assert slurm_ids(slurm, bob.name) == [holder + 1]  # bob's job runs on
+        assert slurm_ids(slurm, bob.name) == bobs  # bob's job runs on
     finally:
         for process in started:
             process.kill()
