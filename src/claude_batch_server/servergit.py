@@ -118,12 +118,13 @@ def run(
     limit: int = MAX_OUTPUT,
     timeout: float = TIMEOUT,
     stdin: IO[bytes] | None = None,
+    cwd: Path | None = None,
 ) -> bytes:
     """git `args` on the git dir `git_dir` -- which must be the server's own -- and the
-    work tree `work_tree`, as `user`, reading `stdin` (a file; default none); a variable
-    of `env` that is None is unset. Output past `limit` bytes or a run past `timeout`
-    seconds kills it and all it started (ssh, a credential helper): GitError; so does a
-    non-zero exit."""
+    work tree `work_tree`, as `user`, reading `stdin` (a file; default none), in `cwd`
+    (default the work tree, else the git dir); a variable of `env` that is None is unset.
+    Output past `limit` bytes or a run past `timeout` seconds kills it and all it started
+    (ssh, a credential helper): GitError; so does a non-zero exit."""
     merged = {**ENVIRONMENT, "GIT_DIR": str(git_dir), **(env or {})}
     environment = {key: value for key, value in merged.items() if value is not None}
     if work_tree is not None:
@@ -132,7 +133,7 @@ def run(
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(
             command(args, config),
-            cwd=work_tree or git_dir,
+            cwd=cwd or work_tree or git_dir,
             env=environment,
             user=None if user is None else user.uid,
             group=None if user is None else user.gid,
@@ -257,9 +258,11 @@ def _pack_of(start: Start, root: Path, user: RunAs) -> Path:
         with tempfile.TemporaryFile() as wanted:
             wanted.write(run([*listing, f"{start.commit}^{{commit}}"], git_dir=start.git_dir))
             wanted.seek(0)
-            # one thread: a diff's control group bounds its processes, threads included
-            packing = ["pack-objects", "-q", "--threads=1", str(pack / "pack")]
-            run(packing, git_dir=start.git_dir, stdin=wanted)
+            # one thread: a diff's control group bounds its processes, threads included;
+            # the path relative to `cwd`: argv is in `ps`, and the name is all that keeps
+            # the pack from others of the user's group
+            packing = ["pack-objects", "-q", "--threads=1", "pack"]
+            run(packing, git_dir=start.git_dir, stdin=wanted, cwd=pack)
     except GitError as error:
         message = f"the start commit {start.commit} could not be read from the stored"
         raise GitError(f"{message} repository: {error}") from error

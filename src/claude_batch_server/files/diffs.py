@@ -5,7 +5,8 @@ LIMITS on CPU and memory and DIFF_TIMEOUT on time; files over MAX_FILE are left 
 named. Parallel requests for one job share one computation; a request waits for it at
 most WAIT seconds (then 503; the computation goes on, bounded, and a retry shares it).
 The diff of an ended job cannot change until it runs again, so the last few are kept. No
-worker thread waits meanwhile: the routes that ask are async.
+worker thread waits meanwhile: the routes that ask are async. The process's temporary
+files (root's pack of the start commit) go in a folder removed after it, killed or not.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import asdict
@@ -78,6 +81,9 @@ class BoundedDiffs:
     async def _compute(self, job_id: str, account: Account, workspace: Path, start: Start) -> bytes:
         group = DIFF_PREFIX + job_id
         procs = await anyio.to_thread.run_sync(self._containment.create_named, group, LIMITS)
+        # a process killed (time, memory) leaves its temporary files: they are removed here
+        scratch = Path(tempfile.mkdtemp(prefix="cbs-diff-"))
+        scratch.chmod(0o711)  # the user's git passes through to its git dir inside
         request = {
             "cgroups": procs,
             "account": asdict(account) | {"home": str(account.home)},
@@ -88,19 +94,21 @@ class BoundedDiffs:
         }
         started = time.perf_counter()
         try:
-            output = await asyncio.wait_for(_run(json.dumps(request).encode()), DIFF_TIMEOUT)
+            run = _run(json.dumps(request).encode(), scratch)
+            output = await asyncio.wait_for(run, DIFF_TIMEOUT)
         except TimeoutError:
             raise Unavailable(
                 f"the diff took longer than {DIFF_TIMEOUT:g} s and was stopped"
             ) from None
         finally:
             await anyio.to_thread.run_sync(self._containment.end_named, group)
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
         ms = round((time.perf_counter() - started) * 1000, 1)
         log.info("diff computed", job=job_id, ms=ms, size=len(output))
         return output
 
 
-async def _run(request: bytes) -> bytes:
+async def _run(request: bytes, scratch: Path) -> bytes:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-I",
@@ -109,7 +117,8 @@ async def _run(request: bytes) -> bytes:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={"PATH": os.defpath},  # none of the server's settings or secrets
+        # none of the server's settings or secrets
+        env={"PATH": os.defpath, "TMPDIR": str(scratch)},
         start_new_session=True,
     )
     try:
