@@ -230,16 +230,23 @@ def borrowed(work_tree: Path, user: RunAs, start: Start) -> Iterator[Borrowed]:
     try:
         root.chmod(0o711)
         _write(root / "HEAD", "ref: refs/heads/detached\n")
-        _write(root / "config", _config(None))
+        # a larger blob would be streamed into a pack of its own, where the user writes none
+        _write(root / "config", _config(None) + "[core]\n\tbigFileThreshold = 2g\n")
+        objects = root / "objects"
         # modes set, not asked of mkdir: the server's umask (077) would take the user's read
-        for readable in (root / "refs", root / "objects", root / "objects" / "info"):
+        for readable in (root / "refs", objects, objects / "info", objects / "pack"):
             readable.mkdir()
             readable.chmod(0o755)
-        _write(root / "objects" / "info" / "alternates", f"{_pack_of(start, root, user)}\n")
-        (root / "work").mkdir(mode=0o700)
-        for private in (root / "objects", root / "work"):  # last: root writes nothing there
-            private.chmod(0o700)
-            os.chown(private, user.uid, user.gid)
+        _write(objects / "info" / "alternates", f"{_pack_of(start, root, user)}\n")
+        # The user's git writes loose objects alone (core.bigFileThreshold), each in the
+        # folder of its id's first two digits: those are the user's, the packs and the
+        # alternates root's. git looks in every pack before any loose object, so nothing
+        # the job plants here (it may find this dir and stop its user's git) stands for an
+        # object of the start pack.
+        private = [objects / f"{prefix:02x}" for prefix in range(256)]
+        for folder in (*private, root / "work"):
+            folder.mkdir(mode=0o700)
+            os.chown(folder, user.uid, user.gid)
         yield Borrowed(root, work_tree, user)
     finally:
         shutil.rmtree(root, ignore_errors=True)

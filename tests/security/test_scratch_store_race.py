@@ -1,16 +1,16 @@
 """The git dir the server makes for a job's diff (`servergit.borrowed`) has an object store
 of the job's user (`objects/`, where git writes the empty blob of an intent-to-add), and
 git runs there as that user: a job, which may stop, watch and write as its user, reads the
-git dir's path in the environment of its user's git, stops it, and puts a pack there whose
-index claims README.md's start object for a blob of the new text. git looks in its own
-packs before the alternates' (root's pack of the start commit): the change vanishes from
-the diff, as in test_forged_objects.py."""
+git dir's path in the environment of its user's git, stops it, and tries to put a pack
+there whose index claims README.md's start object for a blob of the new text (git looks in
+its own packs before the alternates', root's pack of the start commit), then a loose object
+under that id. The packs are root's, and git reads no loose object where a pack has it:
+the change stays in the diff (it vanished, as in test_forged_objects.py, while the job's
+user could write a pack there)."""
 
 from __future__ import annotations
 
 import subprocess
-
-import pytest
 
 from tests.fake_anthropic import marker
 from tests.security.conftest import Attacks
@@ -58,13 +58,28 @@ data[-20:] = hashlib.sha1(data[:-20]).digest()
 os.chmod(path, 0o644)
 open(path, "wb").write(data)
 PY
+printf '%s' "$blob" > "$2/blob"
 printf '%s' "$3" > README.md
 i=0; while [ $i -lt SLOW_COUNT ]; do echo $i > "slow$i.txt"; i=$((i+1)); done
 """
 # run as the job's user: stops its git in a git dir of the server's, and plants the pack
 WATCH = r"""
-import os, shutil, signal, sys, time
-aside, deadline = sys.argv[1], time.monotonic() + 90
+import os, shutil, signal, sys, time, zlib
+aside, text, deadline = sys.argv[1], sys.argv[2].encode(), time.monotonic() + 90
+
+def plant(git_dir):
+    os.makedirs(f"{git_dir}/objects/pack", exist_ok=True)
+    for name in os.listdir(aside):
+        if name.startswith("pack-"):
+            shutil.copy(os.path.join(aside, name), f"{git_dir}/objects/pack/{name}")
+
+def plant_loose(git_dir):
+    blob = open(os.path.join(aside, "blob")).read()
+    folder = f"{git_dir}/objects/{blob[:2]}"
+    os.makedirs(folder, exist_ok=True)
+    with open(f"{folder}/{blob[2:]}", "wb") as loose:
+        loose.write(zlib.compress(b"blob %d\0" % len(text) + text))
+
 while time.monotonic() < deadline:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -74,23 +89,20 @@ while time.monotonic() < deadline:
         dirs = [v[8:].decode() for v in environ if v.startswith(b"GIT_DIR=")]
         if dirs and "/cbs-git-" in dirs[0]:
             os.kill(int(pid), signal.SIGSTOP)
-            os.makedirs(f"{dirs[0]}/objects/pack", exist_ok=True)
-            for name in os.listdir(aside):
-                if name.startswith("pack-"):
-                    shutil.copy(os.path.join(aside, name), f"{dirs[0]}/objects/pack/{name}")
+            outcomes = []
+            for attempt in (plant, plant_loose):
+                try:
+                    attempt(dirs[0])
+                    outcomes.append(f"{attempt.__name__}=done")
+                except OSError as error:
+                    outcomes.append(f"{attempt.__name__}={error.strerror}")
             os.kill(int(pid), signal.SIGCONT)
-            print(dirs[0])
+            print(" ".join(outcomes))
             sys.exit(0)
 sys.exit(1)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the borrowed git dir's objects/ is the job's user's, and git looks in its packs"
-    " before the alternates': a pack planted there while the user's git is stopped is read"
-    " for the start commit",
-)
 def test_a_pack_planted_in_the_diffs_own_store_does_not_hide_a_change(
     world: World, attacks: Attacks
 ) -> None:
@@ -108,7 +120,9 @@ def test_a_pack_planted_in_the_diffs_own_store_does_not_hide_a_change(
         made = subprocess.run(prepare, capture_output=True, text=True, check=False)
         assert made.returncode == 0, made.stderr
         watcher = subprocess.Popen(
-            [*as_job, "/usr/bin/python3", "-c", WATCH, aside], stdout=subprocess.PIPE, text=True
+            [*as_job, "/usr/bin/python3", "-c", WATCH, aside, EVIL],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         diff = alice.http.get(f"/jobs/{job}/diff", timeout=60)
         planted, _ = watcher.communicate(timeout=120)
@@ -117,5 +131,7 @@ def test_a_pack_planted_in_the_diffs_own_store_does_not_hide_a_change(
         subprocess.run(["rm", "-rf", aside], check=True)
         assert alice.http.post(f"/jobs/{job}/cancel").status_code == 202
     assert watcher.returncode == 0 and planted, "the diff's git was not caught"
+    # the pack may not go in (the packs are root's); a loose object may, and is not read
+    assert planted.strip() == "plant=Permission denied plant_loose=done", planted
     assert diff.status_code == 200, diff.text
     assert "+curl evil.example" in diff.text and "-# hello" in diff.text, diff.text[:2000]

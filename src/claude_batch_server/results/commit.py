@@ -130,12 +130,18 @@ class Scratch:
         store, where the push of the job resumed finds the commit it builds on. The job may
         have broken its store: the push is done, only a resumed job's next one then fails."""
         listing = ["rev-list", "--objects", "--no-object-names", commit, "--not", self._start]
+        # pack-objects writes its pack in the primary store first, where the user writes
+        # no pack of the scratch git dir's (servergit.borrowed): the workspace's is primary
+        into = self._env | {
+            "GIT_OBJECT_DIRECTORY": str(self._objects),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self._git.git_dir / "objects"),
+        }
         try:
             with tempfile.TemporaryFile() as wanted:
                 wanted.write(self._git.run(listing, env=self._beside))
                 wanted.seek(0)
                 pack = str(self._objects / "pack" / "pack")
-                self._git.run(["pack-objects", "-q", pack], env=self._beside, stdin=wanted)
+                self._git.run(["pack-objects", "-q", pack], env=into, stdin=wanted)
         except servergit.GitError as error:
             log.warning("the pushed commit was not kept in the workspace", error=str(error))
 
