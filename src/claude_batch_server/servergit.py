@@ -19,7 +19,8 @@ A job also writes its workspace's object store: it may put anything there under 
 to a store of its own). So git never reads the start commit there: `borrowed` packs the
 start commit's tree (`Start`), as root, from the stored repository the job cannot write,
 into a folder of root's that the user's group may read, and that pack is the only store git is
-pointed to besides the one it writes (the git dir's own `objects/`). Replace refs
+pointed to besides the loose objects it writes (in the git dir's own `objects/`, whose
+packs are root's: git reads no loose object where a pack has one). Replace refs
 (GIT_NO_REPLACE_OBJECTS as well), grafts and the shallow list are the git dir's, which
 has none. Only a push also reaches the workspace's store (`results/commit.py`), for the
 commits it builds on, once the commit's tree is made.
@@ -187,9 +188,10 @@ class Start:
 
 class Borrowed:
     """A git dir of the server's making over a work tree someone else owns (a workspace):
-    HEAD and config are root's and read-only; `objects/` (where git writes new objects,
-    e.g. the empty blob of an intent-to-add) and `work/` (for an index) belong to `user`,
-    who reaches other objects through an alternates file and nothing else of the tree."""
+    HEAD, config, `objects/` with its packs and alternates are root's and read-only; the
+    loose objects' folders of `objects/` (where git writes new objects, e.g. the empty
+    blob of an intent-to-add) and `work/` (for an index) belong to `user`, who reaches
+    other objects through the alternates file and nothing else of the tree."""
 
     def __init__(self, root: Path, work_tree: Path, user: RunAs) -> None:
         self.git_dir = root
