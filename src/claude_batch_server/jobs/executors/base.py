@@ -29,6 +29,7 @@ from claude_batch_server.accounts import Account
 from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
+from claude_batch_server.jobs.process import AgentProcess
 from claude_batch_server.store.tables import Job
 
 
@@ -106,3 +107,34 @@ class Executor(Protocol):
         `keep()` names (run by other live servers); returns how many it ended. `keep` is
         called once the runs are listed: a run another server starts meanwhile is of a job
         claimed by then."""
+
+
+class ProcessRun:
+    """What the runs of both executors share: the agent's process on this host (for a
+    cluster, the process that submitted the run), its pipes, its exit and its stop."""
+
+    def __init__(self, process: AgentProcess) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def pid_start(self) -> int | None:
+        return self._process.pid_start
+
+    def stdout(self) -> AsyncIterator[Line]:
+        return self._process.stdout()
+
+    def stderr(self) -> AsyncIterator[Line]:
+        return self._process.stderr()
+
+    def poll(self) -> int | None:
+        return self._process.poll()
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    async def stop(self) -> None:
+        await self._process.stop()

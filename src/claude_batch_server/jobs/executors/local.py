@@ -5,15 +5,14 @@ the control group's name (`job-<id>`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import anyio
 
 from claude_batch_server.cgroups.base import Flavour, Usage
 from claude_batch_server.jobs.containment import Containment
-from claude_batch_server.jobs.executors.base import PreparedRun
-from claude_batch_server.jobs.lines import Line
+from claude_batch_server.jobs.executors.base import PreparedRun, ProcessRun
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
 from claude_batch_server.jobs.queue import owner_is_here
@@ -70,7 +69,7 @@ class LocalExecutor:
         return self._containment.sweep(keep)
 
 
-class LocalRun:
+class LocalRun(ProcessRun):
     def __init__(
         self,
         process: AgentProcess,
@@ -78,33 +77,10 @@ class LocalRun:
         job_id: str,
         release: Callable[[str], Usage],
     ) -> None:
-        self._process = process
+        super().__init__(process)
         self._containment = containment
         self._job_id = job_id
         self._release = release
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def pid_start(self) -> int | None:
-        return self._process.pid_start
-
-    def stdout(self) -> AsyncIterator[Line]:
-        return self._process.stdout()
-
-    def stderr(self) -> AsyncIterator[Line]:
-        return self._process.stderr()
-
-    def poll(self) -> int | None:
-        return self._process.poll()
-
-    async def wait(self) -> int:
-        return await self._process.wait()
-
-    async def stop(self) -> None:
-        await self._process.stop()
 
     async def watch(self, on_usage: Callable[[Usage], None], on_oom: Callable[[], None]) -> None:
         await self._containment.watch(self._job_id, on_usage, on_oom)

@@ -42,7 +42,7 @@ from pathlib import Path
 import anyio
 
 from claude_batch_server.cgroups.base import Usage
-from claude_batch_server.jobs.executors.base import PreparedRun
+from claude_batch_server.jobs.executors.base import PreparedRun, ProcessRun
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
@@ -398,13 +398,13 @@ class SlurmExecutor:
         return swept
 
 
-class SlurmRun:
+class SlurmRun(ProcessRun):
     """One run: srun on this host, its Slurm job on a node."""
 
     def __init__(
         self, process: AgentProcess, slurm: Slurm, job_id: str, user: str, sandbox: Sandbox
     ) -> None:
-        self._process = process
+        super().__init__(process)
         self._slurm = slurm
         self._job_id = job_id
         self._user = user
@@ -414,28 +414,11 @@ class SlurmRun:
         self._refused: str | None = None  # why Slurm refused it, as srun said
         self._used = Usage()
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def pid_start(self) -> int | None:
-        return self._process.pid_start
-
-    def stdout(self) -> AsyncIterator[Line]:
-        return self._process.stdout()
-
     async def stderr(self) -> AsyncIterator[Line]:
         async for line in self._process.stderr():  # srun's own errors come this way too
             if self._refused is None:
                 self._refused = refusal([line.data.decode(errors="replace")])
             yield line
-
-    def poll(self) -> int | None:
-        return self._process.poll()
-
-    async def wait(self) -> int:
-        return await self._process.wait()
 
     async def stop(self) -> None:
         """scancel first: srun killed alone would leave its job running."""
