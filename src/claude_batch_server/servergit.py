@@ -236,10 +236,15 @@ def borrowed(work_tree: Path, user: RunAs, start: Start) -> Iterator[Borrowed]:
         _write(root / "config", _config(None) + "[core]\n\tbigFileThreshold = 2g\n")
         objects = root / "objects"
         # modes set, not asked of mkdir: the server's umask (077) would take the user's read
-        for readable in (root / "refs", objects, objects / "info", objects / "pack"):
+        for readable in (root / "refs", objects, objects / "pack"):
             readable.mkdir()
             readable.chmod(0o755)
-        _write(objects / "info" / "alternates", f"{_pack_of(start, root, user)}\n")
+        # the alternates name the start pack's folder: for the user's group alone
+        info = objects / "info"
+        info.mkdir()
+        os.chown(info, 0, user.gid)
+        info.chmod(0o750)
+        _write(info / "alternates", f"{_pack_of(start, root, user)}\n")
         # The user's git writes loose objects alone (core.bigFileThreshold), each in the
         # folder of its id's first two digits: those are the user's, the packs and the
         # alternates root's. git looks in every pack before any loose object, so nothing

@@ -253,11 +253,12 @@ def test_the_start_commit_is_read_from_a_pack_of_roots(
         env = {"GIT_INDEX_FILE": str(borrowed.scratch / "index")}
         shown = borrowed.run(["cat-file", "-p", f"{commit}:README.md"], env=env)
         assert shown == b"# hello\n"
-        tries = {
-            owner.name: f"touch {store}/pack/x || touch {store}/x",
-            other.name: f"ls {borrowed.git_dir} || cat {store}/pack/*.idx",
-        }
-        for name, attempt in tries.items():
+        tries = [
+            (owner.name, f"touch {store}/pack/x || touch {store}/x"),
+            (other.name, f"ls {borrowed.git_dir} || cat {store}/pack/*.idx"),
+            (other.name, f"cat {borrowed.git_dir}/objects/info/alternates"),  # names `store`
+        ]
+        for name, attempt in tries:
             done = subprocess.run(["runuser", "-u", name, "--", "sh", "-c", attempt], check=False)
             attacks.tried()
             assert done.returncode != 0, name

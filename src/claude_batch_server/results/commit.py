@@ -158,7 +158,10 @@ class Scratch:
         """The message in the user's private folder of the git dir (theirs: no link is
         followed, no file of theirs is overwritten), readable by them alone."""
         path = self._git.scratch / "message"
-        fd = os.open(path, _CREATE, 0o600)
+        try:
+            fd = os.open(path, _CREATE, 0o600)
+        except OSError as error:  # a process of the user's put something there first
+            raise servergit.GitError(f"the commit message could not be written: {error}") from error
         with os.fdopen(fd, "w") as file:
             os.fchown(file.fileno(), self._account.uid, self._account.gid)
             file.write(message)
