@@ -68,7 +68,7 @@ _SERVER_SRUN_OPTIONS = (
 )  # fmt: skip
 
 
-SLURM_TOOLS = ("srun", "scancel", "squeue", "sinfo", "sstat")
+SLURM_TOOLS = ("srun", "scancel", "squeue", "sinfo", "sstat", "sacct")  # the executor runs
 
 
 class LogFormat(StrEnum):

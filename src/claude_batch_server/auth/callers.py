@@ -50,7 +50,7 @@ class Caller:
 def identify(
     socket_client: Endpoint | None, client: Endpoint | None, server: Endpoint | None
 ) -> Caller:
-    """Blocking (reads /proc): the caller of a request, from the connection's own peer
+    """Blocking (one sock_diag lookup): the caller of a request, from the connection's own peer
     `socket_client`, the client as the proxy headers left it, and our end `server`."""
     if client is None:
         return Caller(address="", key="")

@@ -29,9 +29,8 @@ cheap in IPv6) can keep a name's queue full, and its owner then gets 429 like th
 bound is on each account, not on their number. A caller forwarded by a trusted proxy is
 the address in its X-Forwarded-For: trust a proxy on loopback (TRUSTED_PROXIES=127.0.0.1)
 and every local user may connect from there and name any address (the compose file keeps
-its nginx in a network of its own). A loopback caller whose socket
-cannot be found (it hung up, or the host holds more sockets than one lookup reads) is
-refused rather than guessed at.
+its nginx in a network of its own). A loopback caller whose socket cannot be found (it
+hung up) is refused rather than guessed at.
 
 An attempt is counted when it is admitted, so that concurrent ones cannot all pass as the
 first; a right password gives its count back.

@@ -125,7 +125,7 @@ class FileService:
         bounds of its own (`diffs`), shared by parallel requests, kept once the job ended."""
         root = self._root(job)
         account = await anyio.to_thread.run_sync(self._lookup, job.user)
-        if account is None or job.commit is None:
+        if account is None:
             raise NotFound(f"account {job.user!r} no longer exists")
         start = await anyio.to_thread.run_sync(self._workspaces.start_of, job.id)
         if start is None:

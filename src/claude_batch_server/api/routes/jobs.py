@@ -177,7 +177,7 @@ async def cancel_job(
 ) -> JobResponse:
     with services.audit(user, address, "job.cancel", job.id):
         cancelled = await services.jobs.cancel(job)
-    return job_response(cancelled, services.job_reader.position(cancelled))
+    return job_response(cancelled, None)  # cancelled: in no queue
 
 
 @router.post("/{job_id}/resume", status_code=202, response_model=JobResponse, responses={409: {}})

@@ -51,6 +51,7 @@ from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from claude_batch_server.jobs.status import JobStatus
 from claude_batch_server.logs import log
+from claude_batch_server.settings import SLURM_TOOLS
 from claude_batch_server.store.tables import Job
 
 JOB_PREFIX = "cbs-"
@@ -118,10 +119,7 @@ class Slurm:
         self.environment = {name: source[name] for name in PASSED if name in source}
         self._request = request
         self._tag = tag  # the comment of every job of this deployment
-        self._tools = {
-            name: _tool(name) for name in ("srun", "squeue", "scancel", "sstat", "sacct")
-        }
-        self._sinfo = _tool("sinfo")
+        self._tools = {name: _tool(name) for name in SLURM_TOOLS}
         self._accounting: bool | None = None  # whether the cluster keeps accounting, once asked
 
     def command(self, job_id: str, cwd: Path, timeout: float, argv: Sequence[str]) -> list[str]:
@@ -257,7 +255,9 @@ class Slurm:
         and why."""
         where = [f"--partition={partition}"] if partition else []
         try:
-            out = self._call(self._sinfo, "--noheader", "--responding", "-N", *where, "-o", "%T")
+            out = self._call(
+                self._tools["sinfo"], "--noheader", "--responding", "-N", *where, "-o", "%T"
+            )
         except SlurmError as error:
             return f"failing: {error}"
         states = {state.rstrip("*~#!%$@^-+") for state in out.split()}
