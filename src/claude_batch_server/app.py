@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from claude_batch_server import __version__, datadir, logs, maintenance, web
 from claude_batch_server.api import errors
 from claude_batch_server.api.limits import BodyLimitMiddleware
+from claude_batch_server.api.listings import ListingPages
 from claude_batch_server.api.proxy import ForwardedClient
 from claude_batch_server.api.routes import (
     audit,
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.state.listing_pages = ListingPages()
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(logs.RequestLogMiddleware)
     app.add_middleware(ForwardedClient, trusted=[str(n) for n in settings.TRUSTED_PROXIES])

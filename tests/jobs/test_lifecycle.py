@@ -248,6 +248,31 @@ def test_the_list_shows_each_job_as_its_own_answer_does(
     assert alice.http.post(f"/jobs/{running['jobId']}/cancel").status_code == 202
 
 
+def test_a_queue_position_in_the_list_moves_when_another_users_job_leaves_the_queue(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    """None of her jobs changed, yet her listing did: a server keeps a listing's page only
+    while none of her jobs changes (api/listings.py), and never one with queued jobs."""
+    fake_anthropic.add_script("hang-ahead", [Hang()])
+    world = job_world(MAX_CONCURRENT_JOBS="1")
+    alice, bob = world.member(), world.member()
+    running = bob.run(bob.repo, f"Hang {marker('hang-ahead')}")["jobId"]
+    bob.wait_status(running, {"running"})
+    ahead = bob.run(bob.repo, "Wait first")["jobId"]
+    queued = [alice.run(alice.repo, f"Wait {i}")["jobId"] for i in range(2)]
+
+    for _ in range(2):
+        listed = alice.http.get("/jobs").json()["jobs"]
+        assert [job["queuePosition"] for job in listed] == [3, 2]
+    assert bob.http.post(f"/jobs/{ahead}/cancel").status_code == 202
+    listed = alice.http.get("/jobs").json()["jobs"]
+    assert [(job["jobId"], job["queuePosition"]) for job in listed] == [
+        (queued[1], 2),
+        (queued[0], 1),
+    ]
+    assert bob.http.post(f"/jobs/{running}/cancel").status_code == 202
+
+
 def test_the_agent_cannot_touch_the_repository(
     job_world: JobWorldFactory, fake_anthropic: FakeAnthropic
 ) -> None:

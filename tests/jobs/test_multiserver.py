@@ -140,6 +140,31 @@ def test_a_job_queued_on_a_full_server_runs_on_another(
     assert alice.wait_ended(busy)["status"] == "cancelled"
 
 
+def test_a_listing_shows_at_once_what_another_server_changed(
+    servers: Servers, fake_anthropic: FakeAnthropic
+) -> None:
+    """A server keeps the listing pages it sent while the database's count of changes to
+    the user's jobs stays the same (api/listings.py): another server's changes count too."""
+    first, second = servers(), servers()
+    alice = first.member()
+    elsewhere = through(second, alice)
+    made = [alice.create_job(alice.repo, f"Wait {i} {marker('hello')}")["jobId"] for i in range(3)]
+
+    def listed() -> list[tuple[str, str]]:
+        page = alice.http.get("/jobs").json()["jobs"]
+        return [(job["jobId"], job["status"]) for job in page]
+
+    assert listed() == listed() == [(job, "created") for job in made[::-1]]
+    assert elsewhere.http.delete(f"/jobs/{made[2]}").status_code == 204
+    assert listed() == [(made[1], "created"), (made[0], "created")]
+    assert elsewhere.http.post(f"/jobs/{made[1]}/start").status_code == 202
+    assert elsewhere.wait_ended(made[1])["status"] == "completed"
+    assert listed() == [(made[1], "completed"), (made[0], "created")]
+    new = elsewhere.create_job(alice.repo, "One more")["jobId"]
+    assert listed() == [(new, "created"), (made[1], "completed"), (made[0], "created")]
+    assert alice.http.get("/jobs").json()["jobs"][1] == alice.job(made[1])
+
+
 def test_a_crashed_servers_jobs_are_recovered_and_no_live_job_is(
     servers: Servers, fake_anthropic: FakeAnthropic
 ) -> None:

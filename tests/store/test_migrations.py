@@ -9,12 +9,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, delete, func, inspect, select, text
+from sqlalchemy import Connection, MetaData, delete, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from claude_batch_server.jobs.reading import LISTED
 from claude_batch_server.store import migrate
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import Base, Job, JobEvent, Repository
+from claude_batch_server.store.tables import JOB_VERSIONS, JOBS, Base, Job, JobEvent, Repository
 
 TABLES = {"alembic_version", "audit_events", "login_throttles", "revoked_tokens"}
 
@@ -171,5 +172,64 @@ def test_repository_owners_keep_what_0003_held(database_url: str) -> None:
             assert session.get(Job, "a" * 32).repository_id == "shop"  # type: ignore[union-attr]
             assert session.scalar(select(func.count()).select_from(JobEvent)) == 1
             assert session.get(Repository, "tools").registered_by == "bob"  # type: ignore[union-attr]
+    finally:
+        database.close()
+
+
+def test_every_change_to_a_users_jobs_is_counted(database_url: str) -> None:
+    """0010: triggers count each insert, update and delete of a user's jobs, whatever
+    statement makes it, and only that user's count (api/listings.py relies on it)."""
+    database = Database(database_url)
+
+    def counts() -> dict[str, int]:
+        with database.engine.connect() as connection:
+            rows = connection.execute(text('SELECT "user", version FROM job_versions')).all()
+        return {user: version for user, version in rows}
+
+    try:
+        _migrate(database, "0003")
+        with database.engine.begin() as connection:
+            _rows_of_0003(connection)  # carol's job, from before the count
+        migrate.upgrade(database)
+        assert counts() == {}
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE jobs SET prompt = 'q' WHERE \"user\" = 'carol'"))
+        assert counts() == {"carol": 1}
+        with database.engine.begin() as connection:
+            job = connection.execute(select(Job.__table__).limit(1)).mappings().one()
+            for n, user in enumerate(("carol", "dave")):
+                connection.execute(Job.__table__.insert(), {**job, "id": f"{n}" * 32, "user": user})
+        assert counts() == {"carol": 2, "dave": 1}
+        with database.engine.begin() as connection:
+            connection.execute(text("DELETE FROM jobs WHERE \"user\" = 'carol'"))  # two rows
+        assert counts() == {"carol": 4, "dave": 1}
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE jobs SET status = 'failed'"))
+            connection.rollback()  # counted with the change, so undone with it
+        assert counts() == {"carol": 4, "dave": 1}
+    finally:
+        database.close()
+
+
+def test_an_update_of_each_listed_column_is_counted_and_a_lease_renewal_is_not(
+    database_url: str,
+) -> None:
+    """The triggers of 0010 name the columns a listing shows: one added to LISTED without
+    a migration that names it too would leave kept listing pages stale."""
+    database = Database(database_url)
+    try:
+        _migrate(database, "0003")
+        with database.engine.begin() as connection:
+            _rows_of_0003(connection)
+        migrate.upgrade(database)
+        job = JOBS.c.id == "a" * 32
+        with database.engine.begin() as connection:
+            connection.execute(update(JOBS).where(job).values(lease_expires=datetime.now(UTC)))
+        versions = select(JOB_VERSIONS.c.version).where(JOB_VERSIONS.c.user == "carol")
+        for count, column in enumerate(LISTED, start=1):
+            with database.engine.begin() as connection:
+                # set to what it holds: a trigger "of" a column fires when it is set
+                connection.execute(update(JOBS).where(job).values({column.key: column}))
+                assert connection.execute(versions).scalar() == count, column.key
     finally:
         database.close()

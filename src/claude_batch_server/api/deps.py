@@ -1,4 +1,5 @@
-"""Dependencies: the services of this app, and the caller (authenticated once, here)."""
+"""Dependencies: the services of this app, its kept listing pages, and the caller
+(authenticated once, here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import anyio
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from claude_batch_server.api.listings import ListingPages
 from claude_batch_server.api.proxy import SOCKET_CLIENT
 from claude_batch_server.auth.callers import Caller, identify
 from claude_batch_server.auth.service import User
@@ -27,6 +29,11 @@ _bearer = HTTPBearer(auto_error=False)
 async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_listing_pages(request: Request) -> ListingPages:
+    pages: ListingPages = request.app.state.listing_pages
+    return pages
 
 
 async def client_address(request: Request) -> str:
@@ -57,6 +64,7 @@ async def current_user(
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+ListingPagesDep = Annotated[ListingPages, Depends(get_listing_pages)]
 CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
 LoginCaller = Annotated[Caller, Depends(login_caller)]

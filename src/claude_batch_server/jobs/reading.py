@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, RowMapping, Select, bindparam, case, func, literal, select
 from sqlalchemy.sql import ColumnElement
@@ -20,7 +20,7 @@ from claude_batch_server.jobs.feeds import Feeds
 from claude_batch_server.jobs.queue import JobQueue
 from claude_batch_server.jobs.status import ACTIVE, JobStatus
 from claude_batch_server.store.db import Database
-from claude_batch_server.store.tables import JOBS, Job, JobEvent, detached
+from claude_batch_server.store.tables import JOB_VERSIONS, JOBS, Job, JobEvent, detached
 
 ALL_USERS = "*"  # an admin's `owner` for every user's jobs
 MAX_TOTALS = 10_000  # users on the admin page's totals
@@ -58,6 +58,16 @@ LISTED = [
 ]
 
 
+_VERSION = select(JOB_VERSIONS.c.version).where(JOB_VERSIONS.c.user == bindparam("user"))
+
+
+def _listed(user: User, owner: str | None) -> str | None:
+    """Whose jobs a listing of `user`'s with `owner` shows: None for every user's."""
+    if owner and owner != user.name and not user.admin:
+        raise Forbidden("only members of ADMIN_GROUP may list other users' jobs")
+    return None if owner == ALL_USERS else owner or user.name
+
+
 @dataclass(frozen=True)
 class UserTotals:
     user: str
@@ -70,6 +80,11 @@ class UserTotals:
 class JobPage:
     jobs: list[Job]
     next_cursor: str | None
+
+
+class Listed(NamedTuple):
+    owner: str  # whose jobs a listing shows
+    version: int  # how often they have changed (store/tables.py JobVersion)
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,16 @@ class JobReader:
         cursor = None if last is None else _encode_cursor(last["created_at"], last["id"])
         return Listing(list(zip(rows, positions, strict=True)), cursor)
 
+    def version(self, user: User, owner: str | None) -> Listed | None:
+        """Whose jobs `user` lists, given `owner`, and how often they have changed; None
+        for every user's jobs. Forbidden as `listing` is."""
+        listed = _listed(user, owner)
+        if listed is None:
+            return None
+        with self._database.read_connection() as connection:
+            version = connection.execute(_VERSION, {"user": listed}).scalar()
+        return Listed(listed, version or 0)
+
     @staticmethod
     def _page_query(
         columns: Iterable[ColumnElement[Any]],
@@ -170,12 +195,11 @@ class JobReader:
         owner: str | None,
         repository: str | None,
     ) -> Select[Any]:
-        if owner and owner != user.name and not user.admin:
-            raise Forbidden("only members of ADMIN_GROUP may list other users' jobs")
+        listed = _listed(user, owner)
         c = JOBS.c
         query = select(*columns).order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
-        if owner != ALL_USERS:
-            query = query.where(c.user == (owner or user.name))
+        if listed is not None:
+            query = query.where(c.user == listed)
         if status:
             query = query.where(c.status == status)
         if repository:

@@ -195,6 +195,20 @@ class Job(Base):
 JOBS: Table = Base.metadata.tables[Job.__tablename__]  # for Core statements
 
 
+class JobVersion(Base):
+    """How often one user's jobs have changed: database triggers on `jobs` count every
+    insert, update and delete, whoever makes it (store/migrations 0010), so that a page of
+    a listing kept as sent is known to be current by reading one row (api/listings.py)."""
+
+    __tablename__ = "job_versions"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+JOB_VERSIONS: Table = Base.metadata.tables[JobVersion.__tablename__]
+
+
 class JobEvent(Base):
     """One line of a job's transcript: a stream-json event, a raw line, or stderr."""
 

@@ -7,7 +7,15 @@ import anyio
 from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from claude_batch_server.api.deps import ClientAddress, CurrentUser, OwnedJob, Owner, ServicesDep
+from claude_batch_server.api.deps import (
+    ClientAddress,
+    CurrentUser,
+    ListingPagesDep,
+    OwnedJob,
+    Owner,
+    ServicesDep,
+)
+from claude_batch_server.api.listings import PageKey
 from claude_batch_server.api.schemas.jobs import (
     CreateJobRequest,
     DeliveryResponse,
@@ -123,17 +131,26 @@ def create_job(
 async def list_jobs(
     user: CurrentUser,
     services: ServicesDep,
+    pages: ListingPagesDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
-) -> JobPageResponse:
-
-    listing = await reads.read_listing(
-        services.job_reader.listing, user, status, limit, cursor, owner
-    )
-    jobs = [job_fields(row, position) for row, position in listing.jobs]
-    return JobPageResponse.model_validate({"jobs": jobs, "next_cursor": listing.next_cursor})
+) -> Response:
+    # the version first: the page read after it is at least as current (api/listings.py)
+    listed = await reads.read(services.job_reader.version, user, owner)
+    key = None if listed is None else PageKey(listed.owner, status, limit, cursor, listed.version)
+    page = None if key is None else pages.get(key)
+    if page is None:
+        listing = await reads.read_listing(
+            services.job_reader.listing, user, status, limit, cursor, owner
+        )
+        jobs = [job_fields(row, position) for row, position in listing.jobs]
+        answer = JobPageResponse.model_validate({"jobs": jobs, "next_cursor": listing.next_cursor})
+        page = answer.model_dump_json(by_alias=True).encode()
+        if key is not None and all(position is None for _, position in listing.jobs):
+            pages.keep(key, page)  # positions move with other users' jobs: not kept
+    return Response(page, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobResponse, responses={404: {}})
