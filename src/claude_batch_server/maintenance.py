@@ -1,6 +1,6 @@
 """What a server does at start and then now and again: finish what a stopped server left
-(jobs, clones), mount the overlay workspaces it kept again (its mounts went with its
-namespace), and remove workspaces past JOB_RETENTION_DAYS."""
+(jobs, clones, the diffs' temporary folders), mount the overlay workspaces it kept again
+(its mounts went with its namespace), and remove workspaces past JOB_RETENTION_DAYS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import anyio
 
+from claude_batch_server.files import diffs
 from claude_batch_server.logs import log
 from claude_batch_server.services import Services
 
@@ -19,8 +20,15 @@ def recover(services: Services) -> None:
     ended = services.dispatcher.recover()
     swept = services.dispatcher.sweep()
     services.workspaces.collect()  # scratch of dead processes, trees no workspace uses
+    diffs_swept = diffs.sweep()  # their groups were killed with the jobs' (`sweep` above)
     restored = services.retention.restore_workspaces()
-    log.info("recovered", jobs_ended=ended, groups_killed=swept, workspaces_restored=restored)
+    log.info(
+        "recovered",
+        jobs_ended=ended,
+        groups_killed=swept,
+        diff_folders_removed=diffs_swept,
+        workspaces_restored=restored,
+    )
 
 
 async def restart_clones(services: Services) -> None:

@@ -39,6 +39,7 @@ user's own global configuration (their credential helper, their ssh), running as
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -49,7 +50,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 from claude_batch_server.repositories.validation import redact
 
@@ -267,16 +268,13 @@ def _pack_of(start: Start, root: Path, user: RunAs) -> Path:
     pack = objects / "pack"
     for folder in (objects, pack):
         folder.mkdir(mode=0o700)
-    listing = ["rev-list", "--objects", "--no-object-names", "--no-walk", "--end-of-options"]
+    revisions = ["--no-walk", "--end-of-options", f"{start.commit}^{{commit}}"]
     try:
-        with tempfile.TemporaryFile() as wanted:
-            wanted.write(run([*listing, f"{start.commit}^{{commit}}"], git_dir=start.git_dir))
-            wanted.seek(0)
-            # one thread: a diff's control group bounds its processes, threads included;
-            # the path relative to `cwd`: argv is in `ps`, and the name is all that keeps
-            # the pack from others of the user's group
-            packing = ["pack-objects", "-q", "--threads=1", "pack"]
-            run(packing, git_dir=start.git_dir, stdin=wanted, cwd=pack)
+        # the path relative to `cwd`: argv is in `ps`, and the name is all that keeps the
+        # pack from others of the user's group; one thread: a diff's control group bounds
+        # its processes, threads included
+        git = functools.partial(run, git_dir=start.git_dir, cwd=pack)
+        pack_objects(git, revisions, "pack", threads=1)
     except GitError as error:
         message = f"the start commit {start.commit} could not be read from the stored"
         raise GitError(f"{message} repository: {error}") from error
@@ -286,6 +284,38 @@ def _pack_of(start: Start, root: Path, user: RunAs) -> Path:
     os.chown(objects, 0, user.gid)
     objects.chmod(0o750)
     return objects
+
+
+class Git(Protocol):
+    """`run` or `Borrowed.run`, with where and as whom it runs bound."""
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str | None] | None = None,
+        stdin: IO[bytes] | None = None,
+    ) -> bytes: ...
+
+
+def pack_objects(
+    git: Git,
+    revisions: Sequence[str],
+    base: str,
+    *,
+    listing: Mapping[str, str | None] | None = None,
+    packing: Mapping[str, str | None] | None = None,
+    threads: int = 0,
+) -> None:
+    """The objects `revisions` reach (arguments of `rev-list --objects`), listed by `git`
+    with the environment `listing`, packed into `base`-<hash>.pack (and .idx) with the
+    environment `packing` and `threads` threads (0: git's own choice). `base` goes in
+    argv, which `ps` shows: a name that must stay secret is relative to `git`'s cwd."""
+    with tempfile.TemporaryFile() as wanted:
+        wanted.write(git(["rev-list", "--objects", "--no-object-names", *revisions], env=listing))
+        wanted.seek(0)
+        packed = ["pack-objects", "-q", f"--threads={threads}", base]
+        git(packed, env=packing, stdin=wanted)
 
 
 def own_git_dir(git_dir: Path) -> None:

@@ -3,6 +3,7 @@ is left, not even the ones Claude Code's Bash tool starts in sessions of their o
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from tests.fake_anthropic import FakeAnthropic, Hang, bash, marker, text
@@ -101,6 +102,12 @@ def test_a_killed_server_loses_no_job(
     assert "server stopped" in ended["error"]
     assert alice.wait_ended(waiting["jobId"])["status"] == "completed"
     wait_for(lambda: processes_of(alice) == [], 30, "no process of the user")
+    # the run the new server ended counts, from its claim by the dead one
+    with world.server.client() as anonymous:
+        metrics = anonymous.get("/metrics").text
+    failed = r'^cbs_job_duration_seconds_(count|sum)\{status="failed"\} ([0-9.e+-]+)$'
+    counted = dict(re.findall(failed, metrics, re.MULTILINE))
+    assert float(counted["count"]) == 1 and float(counted["sum"]) > 0, counted
 
 
 def test_a_repository_with_a_running_or_queued_job_is_not_removed(

@@ -20,7 +20,7 @@ from claude_batch_server.store.db import Database
 from claude_batch_server.web.pages.jobs import PAGE_SIZE, TRANSCRIPT_PAGE
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text, write_file
 from tests.fake_anthropic.images import tiny_png
-from tests.support.api import home_of
+from tests.support.api import Api, home_of, make_git_repo
 from tests.support.local_client import LocalClient, Request
 from tests.support.server import wait_for
 from tests.support.users import OsUser
@@ -426,3 +426,31 @@ def test_another_user_finds_nothing_of_alice(web_world: WebWorld) -> None:
     assert admin.status_code == 403
     assert job_id not in listing
     assert alice.job(job_id)["status"] == "created"
+
+
+def test_the_list_shows_a_long_prompt_cut_and_the_users_jobs_alone(web_world: WebWorld) -> None:
+    alice = web_world.alice
+    first_line = "Réécris la facturation " + "é" * 3000 + " END-OF-LINE"
+    prompt = f"{first_line}\nthen the second line {secrets.token_hex(4)}"
+    job_id = alice.create_job(alice.repo, prompt)["jobId"]
+    bob = Api(web_world.server, web_world.users.create())
+    try:  # a repository of the same name as alice's
+        bob.ready_repository("shop", make_git_repo(home_of(bob.user), bob.user))
+        bobs = bob.create_job("shop", "bob's own job")["jobId"]
+    finally:
+        bob.close()
+    client, _ = _logged_in(web_world, alice.user)
+    with closing(client):
+        listing = client.get("/ui/").text
+        shop = client.get("/ui/", params={"repository": "shop"}).text
+        whole = client.get(f"/ui/jobs/{job_id}").text
+    row = re.search(rf'<tr[^>]*data-job="{job_id}".*?</tr>', listing, re.DOTALL)
+    assert row is not None
+    cell = re.search(r'<td class="prompt">(.*?)</td>', row.group(0), re.DOTALL)
+    assert cell is not None
+    shown = html.unescape(re.sub(r"<[^>]+>", "", cell.group(1))).strip()
+    assert shown == first_line[:119] + "…"  # its first line's start
+    assert "END-OF-LINE" not in listing and "second line" not in listing
+    assert html.escape(prompt) in whole  # the job's own page shows it whole
+    assert bobs not in listing and bobs not in shop
+    assert job_id in shop

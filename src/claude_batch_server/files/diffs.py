@@ -6,12 +6,14 @@ named. Parallel requests for one job share one computation; a request waits for 
 most WAIT seconds (then 503; the computation goes on, bounded, and a retry shares it).
 The diff of an ended job cannot change until it runs again, so the last few are kept. No
 worker thread waits meanwhile: the routes that ask are async. The process's temporary
-files (root's pack of the start commit) go in a folder removed after it, killed or not.
+files (root's pack of the start commit) go in a folder removed after it, killed or not;
+a server that died meanwhile left it, for the next one to remove at start (`sweep`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -39,6 +41,8 @@ WAIT = 20.0  # seconds a request waits for it
 MAX_FILE = 16 * 2**20  # bytes: larger files are left out of a diff, and named
 CACHED = 32  # diffs of ended jobs kept
 CACHED_BYTES = 64 * 2**20
+SCRATCH = "cbs-diff-"  # then the server's pid: a folder of a live server's is kept at start
+MAX_SWEPT = 100_000  # entries of the temporary folder looked at by a start's `sweep`
 
 
 class BoundedDiffs:
@@ -82,7 +86,7 @@ class BoundedDiffs:
         group = DIFF_PREFIX + job_id
         procs = await anyio.to_thread.run_sync(self._containment.create_named, group, LIMITS)
         # a process killed (time, memory) leaves its temporary files: they are removed here
-        scratch = Path(tempfile.mkdtemp(prefix="cbs-diff-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
         scratch.chmod(0o711)  # the user's git passes through to its git dir inside
         request = {
             "cgroups": procs,
@@ -106,6 +110,32 @@ class BoundedDiffs:
         ms = round((time.perf_counter() - started) * 1000, 1)
         log.info("diff computed", job=job_id, ms=ms, size=len(output))
         return output
+
+
+def sweep() -> int:
+    """Blocking, at start: removes the diffs' temporary folders that dead servers left (root's,
+    named by a pid that no process has now); returns how many. Servers of other DATA_DIRs
+    may share the temporary folder: theirs are alive. Anyone may write there: an entry
+    of someone else's, or a link, is not ours."""
+    swept = 0
+    with os.scandir(tempfile.gettempdir()) as entries:
+        for entry in itertools.islice(entries, MAX_SWEPT):
+            pid = entry.name.removeprefix(SCRATCH).partition("-")[0]
+            if entry.name.startswith(SCRATCH) and pid.isdigit() and _left(entry, int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)  # follows no link beneath
+                swept += 1
+    return swept
+
+
+def _left(entry: os.DirEntry[str], pid: int) -> bool:
+    """Whether `entry` is a folder of the server's own, made by a process that is gone."""
+    try:
+        folder = entry.is_dir(follow_symlinks=False)
+        if not folder or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+            return False
+    except OSError:  # gone meanwhile
+        return False
+    return not Path(f"/proc/{pid}").exists()
 
 
 async def _run(request: bytes, scratch: Path) -> bytes:

@@ -179,7 +179,7 @@ class Dispatcher:
             killed = self._runner.executor.end_leftover(job)
             log.warning("recovered abandoned job", job=job.id, killed_leftover=killed)
             outcome = Outcome(JobStatus.FAILED, None, SERVER_GONE)
-            self._runner.journal.finish(job.id, outcome, RunResult())
+            self._runner.journal.finish(job, outcome, RunResult())
             recovered += 1
         return recovered
 

@@ -11,6 +11,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 
@@ -44,17 +45,7 @@ class EventStore:
         for a writer that knows it (the run's own recorder), or None to look it up."""
         seq = after if after is not None else connection.scalar(_LAST_SEQ, {"job_id": job_id}) or 0
         if events:  # one INSERT for the batch
-            rows = [
-                {
-                    "job_id": job_id,
-                    "seq": seq + n,
-                    "time": event.time,  # when it arrived, not when its batch was written
-                    "type": event.type,
-                    "data": event.data,
-                }
-                for n, event in enumerate(events, 1)
-            ]
-            connection.execute(_INSERT, rows)
+            connection.execute(_INSERT, _rows(job_id, events, seq))
             publish_in(connection, Topic.EVENTS, job_id)  # followers in other processes
         return seq + len(events)
 
@@ -62,20 +53,7 @@ class EventStore:
     def stored(job_id: str, events: Sequence[Event], last: int) -> list[JobEvent]:
         """`events` as a read of them would hand them back, the last one numbered `last`
         (what `append_in` stored, for the followers in this process)."""
-        first = last - len(events)
-        return [
-            detached(
-                JobEvent,
-                {
-                    "job_id": job_id,
-                    "seq": first + n,
-                    "time": event.time.astimezone(UTC),  # as UTCDateTime reads it
-                    "type": event.type,
-                    "data": event.data,
-                },
-            )
-            for n, event in enumerate(events, 1)
-        ]
+        return [detached(JobEvent, row) for row in _rows(job_id, events, last - len(events))]
 
     def last(self, job_id: str) -> int:
         """The sequence number of the job's last event, 0 for none."""
@@ -106,6 +84,22 @@ class EventStore:
                 if size >= PAGE_BYTES:
                     break
         return page
+
+
+def _rows(job_id: str, events: Sequence[Event], after: int) -> list[dict[str, Any]]:
+    """`events` as rows of JOB_EVENTS, numbered on from `after`."""
+    return [
+        {
+            "job_id": job_id,
+            "seq": after + n,
+            # when it arrived, not when its batch was written; in UTC, as UTCDateTime
+            # stores it and reads it back
+            "time": event.time.astimezone(UTC),
+            "type": event.type,
+            "data": event.data,
+        }
+        for n, event in enumerate(events, 1)
+    ]
 
 
 class Broker:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import anyio
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 
 from claude_batch_server.cgroups.base import Usage
 from claude_batch_server.jobs.events import Broker, EventStore
@@ -26,10 +26,9 @@ from claude_batch_server.jobs.transitions import Transitions
 from claude_batch_server.metrics import Metrics
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.notify import Topic, publish_in
-from claude_batch_server.store.tables import JOBS, Job, utcnow
+from claude_batch_server.store.tables import Job, utcnow
 
 MEGABYTE = 1024 * 1024
-_CLAIMED_AT = select(JOBS.c.claimed_at).where(JOBS.c.id == bindparam("job_id"))
 
 
 class RunJournal:
@@ -111,16 +110,15 @@ class RunJournal:
         return [ended] if started is None else [started, ended]
 
     def finish(
-        self, job_id: str, outcome: Outcome, result: RunResult, started: Event | None = None
+        self, job: Job, outcome: Outcome, result: RunResult, started: Event | None = None
     ) -> None:
-        """Blocking: records how a run ended in a transaction of its own, in the job and in
-        its transcript (after the `started` mark, if that was not written yet)."""
-        with self._database.read_connection() as connection:
-            claimed = connection.scalar(_CLAIMED_AT, {"job_id": job_id})
+        """Blocking: records how the run of `job` (as it was claimed or taken over) ended in
+        a transaction of its own, in the job and in its transcript (after the `started`
+        mark, if that was not written yet)."""
         with self._database.connection() as connection:
-            marks = self.finish_in(job_id, outcome, result, connection, started)
-            self._events.append_in(connection, job_id, marks)
-        self.ended(job_id, outcome, claimed)
+            marks = self.finish_in(job.id, outcome, result, connection, started)
+            self._events.append_in(connection, job.id, marks)
+        self.ended(job.id, outcome, job.claimed_at)
 
     def ended(self, job_id: str, outcome: Outcome, claimed: datetime | None) -> None:
         """After the end is stored: counted, and its followers woken."""

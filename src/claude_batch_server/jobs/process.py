@@ -23,7 +23,9 @@ import anyio
 
 from claude_batch_server.jobs import wire
 from claude_batch_server.jobs.lines import Line, pipe_reader, read_lines
+from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
+from claude_batch_server.store.tables import Job
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 
@@ -155,11 +157,14 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def kill_leftover(pid: int | None, pid_start: int | None, wait: float = STOP_GRACE) -> bool:
-    """After a crash: kills the process group a dead server left behind. Returns True when
-    there was one. The leader is recognised by its start time; once the leader is gone its
-    pid cannot be reused while the group still exists, so the group is ours."""
-    if pid is None:
+def kill_leftover(job: Job, wait: float = STOP_GRACE) -> bool:
+    """After a crash: kills the process group a dead server left of `job`'s run. Returns
+    True when there was one. Only a server of this host left a pid that names anything here
+    (servers on shared storage). The leader is recognised by its start time; once the
+    leader is gone its pid cannot be reused while the group still exists, so the group is
+    ours."""
+    pid, pid_start = job.pid, job.pid_start
+    if pid is None or not owner_is_here(job.lease_owner):
         return False
     leader_start = process_start_time(pid)
     if leader_start is not None and leader_start != pid_start:

@@ -77,7 +77,7 @@ class JobRunner:
         outcome = Outcome(JobStatus.FAILED, None, error)
         # a run that failed before its start was recorded has no start mark yet
         first = None if result.recorded else started_mark(job, self._preparer.timeout(job))
-        await anyio.to_thread.run_sync(self.journal.finish, job.id, outcome, result, first)
+        await anyio.to_thread.run_sync(self.journal.finish, job, outcome, result, first)
         return outcome.status
 
     async def _run(self, claim: Claim, stop: StopRequest, result: RunResult) -> Outcome:

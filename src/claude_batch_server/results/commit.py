@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,19 +128,23 @@ class Scratch:
         """`commit` and what it adds to the start commit, packed into the workspace's object
         store, where the push of the job resumed finds the commit it builds on. The job may
         have broken its store: the push is done, only a resumed job's next one then fails."""
-        listing = ["rev-list", "--objects", "--no-object-names", commit, "--not", self._start]
         # pack-objects writes its pack in the primary store first, where the user writes
         # no pack of the scratch git dir's (servergit.borrowed): the workspace's is primary
         into = self._env | {
             "GIT_OBJECT_DIRECTORY": str(self._objects),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self._git.git_dir / "objects"),
         }
+        # the workspace's path in argv, not as git's cwd: the child enters its cwd as root,
+        # before it takes the user's id, and the job may make that folder a link to anywhere
+        pack = str(self._objects / "pack" / "pack")
         try:
-            with tempfile.TemporaryFile() as wanted:
-                wanted.write(self._git.run(listing, env=self._beside))
-                wanted.seek(0)
-                pack = str(self._objects / "pack" / "pack")
-                self._git.run(["pack-objects", "-q", pack], env=into, stdin=wanted)
+            servergit.pack_objects(
+                self._git.run,
+                [commit, "--not", self._start],
+                pack,
+                listing=self._beside,
+                packing=into,
+            )
         except servergit.GitError as error:
             log.warning("the pushed commit was not kept in the workspace", error=str(error))
 

@@ -15,7 +15,6 @@ from claude_batch_server.jobs.containment import Containment
 from claude_batch_server.jobs.executors.base import PreparedRun, ProcessRun
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
-from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from claude_batch_server.store.tables import Job
@@ -59,8 +58,7 @@ class LocalExecutor:
         return used
 
     def end_leftover(self, job: Job) -> bool:
-        # a pid of another host (servers on shared storage) names nothing here
-        killed = owner_is_here(job.lease_owner) and kill_leftover(job.pid, job.pid_start)
+        killed = kill_leftover(job)
         # whatever left the process group (a setsid daemon) is still in the job's group
         self._release(job.id)
         return killed

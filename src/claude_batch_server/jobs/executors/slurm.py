@@ -46,7 +46,6 @@ from claude_batch_server.jobs.executors.base import PreparedRun, ProcessRun
 from claude_batch_server.jobs.lines import Line
 from claude_batch_server.jobs.outcome import Outcome, RunEnd
 from claude_batch_server.jobs.process import AgentProcess, kill_leftover, start_agent
-from claude_batch_server.jobs.queue import owner_is_here
 from claude_batch_server.jobs.sandbox import Sandbox
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
 from claude_batch_server.jobs.status import JobStatus
@@ -373,8 +372,7 @@ class SlurmExecutor:
         return ProcessSpec(argv, env, run.cwd, run.account, run.stdin, run.files)
 
     def end_leftover(self, job: Job) -> bool:
-        # srun, should it still run here (a pid of another host names nothing here)
-        killed = owner_is_here(job.lease_owner) and kill_leftover(job.pid, job.pid_start)
+        killed = kill_leftover(job)  # srun, should it still run here
         try:
             killed = self._slurm.cancel(job.id, job.user) or killed
         except SlurmError as error:
