@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
 from tests.security.conftest import Attacks
@@ -24,11 +26,28 @@ def listed(api: Api, params: dict[str, Any]) -> dict[str, Any]:
     return page
 
 
+def on(database: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings of a server on `database`."""
+    if database == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("postgres").create_database()}
+
+
+DATABASES = pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+
+
+@DATABASES
 def test_no_one_is_served_another_users_kept_page(
-    job_world: JobWorldFactory, users: UserFactory, attacks: Attacks
+    job_world: JobWorldFactory,
+    users: UserFactory,
+    attacks: Attacks,
+    database: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     admins = users.group()
-    world = job_world(ADMIN_GROUP=admins)
+    world = job_world(ADMIN_GROUP=admins, **on(database, request))
     alice, bob = world.member(), world.member()
     admin = Api(world.server, users.create(groups=(admins,)))
     world.apis.append(admin)
@@ -69,10 +88,11 @@ def test_no_one_is_served_another_users_kept_page(
         assert {job["jobId"] for job in listed(alice, params)["jobs"]} <= hers
 
 
+@DATABASES
 def test_a_kept_page_shows_every_change_made_through_the_api(
-    job_world: JobWorldFactory, attacks: Attacks
+    job_world: JobWorldFactory, attacks: Attacks, database: str, request: pytest.FixtureRequest
 ) -> None:
-    alice = job_world().member()
+    alice = job_world(**on(database, request)).member()
     made = [alice.create_job(alice.repo, f"Say hi {n}")["jobId"] for n in range(4)]
 
     def current() -> None:
