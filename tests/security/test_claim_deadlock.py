@@ -24,8 +24,9 @@ from tests.support.server import wait_for
 
 pytestmark = pytest.mark.postgres
 
-_WAITING = text(
+_WAITING = text(  # for the claims' lock, in this database
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
 
