@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from claude_batch_server.store.db import Database
+from claude_batch_server.store.tables import JOB_VERSIONS
 from tests.fake_anthropic.images import tiny_png
 from tests.jobs.conftest import JobWorldFactory
 from tests.security.conftest import Attacks
@@ -86,6 +89,15 @@ def test_no_one_is_served_another_users_kept_page(
     assert {job["jobId"] for job in listed(admin, {"user": name})["jobs"]} == hers
     for params in QUERIES:  # and hers is still hers
         assert {job["jobId"] for job in listed(alice, params)["jobs"]} <= hers
+    # the counts of changes: one for each user whose jobs changed, none for a name asked
+    url = world.server.env.get("DATABASE_URL", f"sqlite:///{world.server.data_dir / 'server.db'}")
+    store = Database(url)
+    try:
+        with store.read_connection() as connection:
+            counted = set(connection.scalars(select(JOB_VERSIONS.c.user)))
+    finally:
+        store.close()
+    assert counted == {name, bob.user.name}
 
 
 @DATABASES
