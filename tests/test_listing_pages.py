@@ -3,7 +3,9 @@ version it was kept at, within a bound of memory."""
 
 from __future__ import annotations
 
-from claude_batch_server.api.listings import MAX_PAGE_BYTES, ListingPages, PageKey
+from claude_batch_server.api.listings import ENTRY_BYTES, MAX_PAGE_BYTES, ListingPages, PageKey
+
+PAGE = 100_000  # bytes
 
 
 def key(owner: str = "alice", version: int = 1, cursor: str | None = None) -> PageKey:
@@ -22,18 +24,19 @@ def test_a_page_is_served_only_at_the_version_it_was_kept_at() -> None:
 
 
 def test_pages_beyond_the_bound_go_least_recently_used_first() -> None:
-    pages = ListingPages(max_bytes=30)
+    # three pages fit, with what keeping each costs besides its bytes (ENTRY_BYTES and more)
+    pages = ListingPages(max_bytes=3 * (PAGE + 2 * ENTRY_BYTES))
     for n in range(3):
-        pages.keep(key(cursor=str(n)), bytes(10))
+        pages.keep(key(cursor=str(n)), bytes(PAGE))
     assert pages.get(key(cursor="0")) is not None  # used: "1" is now the oldest
-    pages.keep(key(cursor="3"), bytes(10))
+    pages.keep(key(cursor="3"), bytes(PAGE))
     assert [pages.get(key(cursor=str(n))) is not None for n in range(4)] == [
         True,
         False,
         True,
         True,
     ]
-    pages.keep(key(cursor="4"), bytes(30))  # fills it alone
+    pages.keep(key(cursor="4"), bytes(3 * PAGE))  # fills it alone
     assert [pages.get(key(cursor=str(n))) is not None for n in range(5)] == [False] * 4 + [True]
 
 

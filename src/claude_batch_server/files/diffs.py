@@ -121,7 +121,10 @@ def sweep() -> int:
     with os.scandir(tempfile.gettempdir()) as entries:
         for entry in itertools.islice(entries, MAX_SWEPT):
             pid = entry.name.removeprefix(SCRATCH).partition("-")[0]
-            if entry.name.startswith(SCRATCH) and pid.isdigit() and _left(entry, int(pid)):
+            # ASCII digits alone: anyone may name an entry "cbs-diff-²-…", which isdigit()
+            # takes and int() refuses (the server then would not start)
+            ours = entry.name.startswith(SCRATCH) and pid.isascii() and pid.isdigit()
+            if ours and _left(entry, int(pid)):
                 shutil.rmtree(entry.path, ignore_errors=True)  # follows no link beneath
                 swept += 1
     return swept

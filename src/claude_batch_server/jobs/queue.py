@@ -115,13 +115,23 @@ class JobQueue:
         with self._database.connection() as connection:
             return self.claim_in(connection)
 
-    def claim_in(self, connection: Connection) -> tuple[Claim | None, bool]:
-        """`claim`, in the transaction of `connection`: the claim holds once it commits."""
-        if not self._database.is_sqlite:
-            connection.execute(_CLAIM_LOCK)
+    def claim_in(self, connection: Connection, locked: bool = False) -> tuple[Claim | None, bool]:
+        """`claim`, in the transaction of `connection`: the claim holds once it commits.
+        `locked`: the transaction took the claims' lock already (`lock_claims_in`)."""
+        if not locked:
+            self.lock_claims_in(connection)
         running, waiting, queued = _queue_state(connection)
         claim = self._take(connection, running, waiting)
         return claim, queued > (claim is not None)
+
+    def lock_claims_in(self, connection: Connection) -> None:
+        """The lock that serialises claims (PostgreSQL), until the transaction of
+        `connection` ends. A transaction that claims takes it before it changes any job: a
+        claim counts a change of its job's user (store/migrations 0010), and so waits for a
+        transaction that changed a job of hers; had that one changed it first and then
+        waited for this lock, they would wait for each other (a deadlock)."""
+        if not self._database.is_sqlite:
+            connection.execute(_CLAIM_LOCK)
 
     def any_queued(self) -> bool:
         """Whether any job waits, at a glance and without the claim's lock: whether a claim

@@ -135,6 +135,9 @@ class JobService:
         when this process has a free slot, the claim of the next job (this one, unless
         others come first), which then starts without waiting for the dispatch loop."""
         with self._database.connection() as connection:
+            claims = self._dispatcher.accepts()
+            if claims:  # before the job's row is changed (JobQueue.lock_claims_in)
+                self._queue.lock_claims_in(connection)
             row = transition(connection, job.id, prompt, utcnow())
             if row is None:
                 raise Conflict(f"job {job.id} is {self._reader.status(job.id)}")
@@ -142,8 +145,8 @@ class JobService:
             if audit is not None:
                 audit.record_in(connection)
             claim, more = (None, True)
-            if self._dispatcher.accepts():
-                claim, more = self._queue.claim_in(connection)
+            if claims:
+                claim, more = self._queue.claim_in(connection, locked=True)
             if more:  # for whichever process has a slot free
                 publish_in(connection, Topic.QUEUE)
         if claim is not None:
