@@ -99,9 +99,12 @@ def event_frame(event: JobEvent) -> bytes:
 
 def chunks(events: list[JobEvent]) -> Iterator[bytes]:
     """The events' frames, joined into writes of about CHUNK_BYTES: a follower that lags
-    catches up in few writes, and none holds much more than its page of events. A last
-    write of that size or more is followed by an empty one: the server keeps the last
-    write until it has the next, for which a follower may wait long."""
+    catches up in few writes, and none holds much more than its page of events. A write
+    returns once its bytes are buffered, the next waits for the client to take them: so a
+    last write of CHUNK_BYTES or more is followed by an empty one, which returns once the
+    run is written out. Only then is the next run asked for, for which the follower may
+    wait long, holding little of this one (the server keeps what it wrote last, and a
+    buffer of that size at most)."""
     frames: list[bytes] = []
     size = 0
     for event in events:
@@ -118,11 +121,13 @@ _EVENT_LIST = TypeAdapter(list[EventResponse])
 
 
 async def json_page(pages: AsyncGenerator[list[JobEvent], None]) -> AsyncIterator[bytes]:
-    """The page of events as a JSON list, sent before the page's permit is given back:
-    however many a user asks for at once, they hold a few pages (jobs/feeds.py)."""
+    """The page of events as a JSON list, written out before the page's permit is given
+    back (the empty write returns once it is, see `chunks`): however many a user asks for
+    at once, they hold a few pages (jobs/feeds.py)."""
     async with aclosing(pages):
         async for events in pages:
             yield _EVENT_LIST.dump_json([event_response(event) for event in events], by_alias=True)
+            yield b""
 
 
 @router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
