@@ -19,10 +19,11 @@ its consumer has written this page out (or when it is closed, as when its client
 away). A follower that never reads holds one permit and one page; a user's further
 followers that need the database wait for a permit, holding no page; the live path (the
 queues) takes none, and other users' followers are not held up. Consumers let go of a run
-before they ask for the next, and ask for it only once their last write has gone out
-(api/routes/jobs.py `chunks`), so that a follower waiting for a permit or for news holds
-little of what it read before. A JSON page of a transcript takes a permit the same way
-(`page`). The budget is this process's: each server process has its own.
+before they ask for the next, and ask for it only once the run is written out, but for a
+last write of less than CHUNK_BYTES (api/routes/jobs.py `chunks`), so that a follower
+waiting for a permit or for news holds little of what it read before. A JSON page of a
+transcript takes a permit the same way (`page`). The budget is this process's: each server
+process has its own.
 """
 
 from __future__ import annotations
