@@ -246,3 +246,59 @@ async def until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition was never met"
         await asyncio.sleep(0.01)
+
+
+def test_a_follower_that_read_ahead_of_the_feed_is_not_ended_when_its_queue_overflows(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited for a permit while its queue filled, then read further than the feed had
+    handed out: the events the feed hands out next, which it has, overflow its queue. Its
+    next page is empty, and the job not over: it follows on."""
+    monkeypatch.setattr(feeds, "FOLLOW_POLL", 3600.0)  # the feed reads only when told
+    broker = Broker()
+    run = Run(database, broker)
+    run.append(1, 10)
+
+    reads: list[str] = []
+    event.listen(
+        database.engine,
+        "before_cursor_execute",
+        lambda *args: reads.append(args[2]) if "FROM job_events" in args[2] else None,
+    )
+
+    def publish(first: int, count: int) -> None:
+        events = [Event("assistant", f'{{"n": {n}}}') for n in range(first, first + count)]
+        broker.publish("j1", EventStore.stored("j1", events, first + count - 1))
+
+    async def follow() -> list[int]:
+        hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
+        held = [hub.follow("j1", 0, "u") for _ in range(FOLLOWER_PAGES_PER_USER)]
+        for stream in held:
+            await anext(stream)
+        ahead = hub.follow("j1", 0, "u")
+        first = asyncio.create_task(anext(ahead))  # it waits for a permit
+        await until(lambda: hub._budget._users["u"].users == FOLLOWER_PAGES_PER_USER + 1)
+        await asyncio.to_thread(run.append, 11, 240, True)  # queued for it
+        feed = hub._feeds["j1"]
+        await until(lambda: feed.position == 250)
+        await asyncio.to_thread(run.append, 251, 50, False, False)  # the feed knows not
+        await held[0].aclose()
+        seen = [event.seq for event in await asyncio.wait_for(first, DEADLINE)]
+        assert seen == list(range(1, 301))  # further than the feed
+        publish(251, 20)  # which overflows its queue of 240
+        await until(lambda: feed.position == 270)
+        before = len(reads)
+        rest = asyncio.create_task(collect(ahead))  # it reads again: nothing yet
+        await until(
+            lambda: (
+                len(reads) > before and hub._budget._users["u"].users == FOLLOWER_PAGES_PER_USER - 1
+            )
+        )
+        await asyncio.to_thread(run.append, 301, 10, True)
+        await asyncio.to_thread(run.end)
+        seen += await asyncio.wait_for(rest, DEADLINE)
+        for stream in held[1:]:
+            await stream.aclose()
+        return seen
+
+    assert asyncio.run(follow()) == list(range(1, 311))

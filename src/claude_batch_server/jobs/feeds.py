@@ -179,11 +179,15 @@ class Feeds:
                     # it starts behind the feed, or fell behind it: the database has the rest
                     async with self._budget.taken(user):  # until the page is written out
                         me.behind = False  # what is handed out from now on is queued again
+                        known = feed.position  # stored, unless the job was deleted
                         page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
-                        if not page:  # deleted meanwhile, events and all
+                        if page:
+                            after = page[-1].seq
+                            yield page
+                        elif after < known:  # deleted meanwhile, events and all
                             return
-                        after = page[-1].seq
-                        yield page
+                        # else it had read ahead of the feed: its queue overflowed with
+                        # events it had, and it is not behind
                     del page  # it may wait long for news or a permit: with none of this
                 elif me.queue:
                     run = me.next_run(after)
