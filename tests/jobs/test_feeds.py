@@ -1,13 +1,15 @@
 """Following a job live: many followers share one reader, every one of them receives every
 event in order, and a follower that stops reading holds up no one and keeps no more than
-its bounded queue."""
+its bounded queue; those that read from the database hold a few pages of their user's at
+once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import event, update
@@ -15,7 +17,7 @@ from sqlalchemy import event, update
 from claude_batch_server.api.routes.jobs import CHUNK_BYTES, chunks, event_frame
 from claude_batch_server.jobs import feeds
 from claude_batch_server.jobs.events import Broker, EventStore
-from claude_batch_server.jobs.feeds import FOLLOWER_BACKLOG, Feeds
+from claude_batch_server.jobs.feeds import FOLLOWER_BACKLOG, FOLLOWER_PAGES_PER_USER, Feeds
 from claude_batch_server.jobs.transcript import Event
 from claude_batch_server.store.db import Database
 from claude_batch_server.store.tables import JOBS, JobEvent
@@ -77,7 +79,7 @@ def test_every_follower_receives_every_event_in_order_from_one_reader(
         hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
         # some from the start, some from the middle of what was already written
         tasks = [
-            asyncio.create_task(collect(hub.follow("j1", 0 if n % 2 else 5)))
+            asyncio.create_task(collect(hub.follow("j1", 0 if n % 2 else 5, "u")))
             for n in range(FOLLOWERS)
         ]
         await asyncio.sleep(0.1)
@@ -111,7 +113,9 @@ def test_followers_take_the_events_the_writer_hands_along_without_reading_them_b
 
     async def follow() -> list[list[JobEvent]]:
         hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
-        tasks = [asyncio.create_task(gather_events(hub.follow("j1", 10))) for _ in range(FOLLOWERS)]
+        tasks = [
+            asyncio.create_task(gather_events(hub.follow("j1", 10, "u"))) for _ in range(FOLLOWERS)
+        ]
         await asyncio.sleep(0.1)
         for first in batches:
             # one batch is stored by another writer, unannounced: the next one leaves a gap
@@ -179,9 +183,9 @@ def test_a_slow_follower_stalls_no_one_and_keeps_a_bounded_queue(
 
     async def follow() -> tuple[list[int], list[int]]:
         hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
-        slow = hub.follow("j1", 0)
+        slow = hub.follow("j1", 0, "u")
         [first] = await anext_after(slow, lambda: run.append(1, 1))  # it reads one, then stops
-        fast = asyncio.create_task(collect(hub.follow("j1", 1)))
+        fast = asyncio.create_task(collect(hub.follow("j1", 1, "u")))
         await asyncio.sleep(0.1)
         for n in range(2, 2 + EVENTS, 10):
             await asyncio.to_thread(run.append, n, 10)
@@ -204,3 +208,97 @@ async def anext_after(stream: AsyncIterator[list[JobEvent]], action: object) -> 
     await asyncio.sleep(0.1)
     await asyncio.to_thread(action)  # type: ignore[arg-type]
     return await asyncio.wait_for(waiting, DEADLINE)
+
+
+def test_a_users_followers_hold_a_few_pages_at_once_and_give_them_back(
+    database: Database,
+) -> None:
+    run = Run(database, Broker())
+    run.append(1, 10)
+    run.end()  # its followers read it all from the database
+    everything = list(range(1, 11))
+
+    async def follow() -> None:
+        hub = Feeds(EventStore(database), Broker(), lambda _: status_of(database))
+        held = [hub.follow("j1", 0, "alice") for _ in range(FOLLOWER_PAGES_PER_USER)]
+        for stream in held:  # each has its page, not written out yet
+            assert [event.seq for event in await anext(stream)] == everything
+        gone = asyncio.create_task(collect(hub.follow("j1", 0, "alice")))
+        waiting = asyncio.create_task(collect(hub.follow("j1", 0, "alice")))
+        users = hub._budget._users
+        await until(lambda: users["alice"].users == FOLLOWER_PAGES_PER_USER + 2)
+        # another user's follower is not held up by hers
+        assert await asyncio.wait_for(collect(hub.follow("j1", 0, "bob")), DEADLINE) == everything
+        assert not gone.done() and not waiting.done()  # they wait, without a page
+        gone.cancel()  # its client goes away while it waits
+        await held[0].aclose()  # this one's goes away with its page half written
+        assert await asyncio.wait_for(waiting, DEADLINE) == everything
+        for stream in held[1:]:  # the others write theirs out, and end
+            assert await collect(stream) == []
+        assert gone.cancelled()
+        assert users == {}  # no one holds or waits: the user is forgotten
+
+    asyncio.run(follow())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "the condition was never met"
+        await asyncio.sleep(0.01)
+
+
+def test_a_follower_that_read_ahead_of_the_feed_is_not_ended_when_its_queue_overflows(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited for a permit while its queue filled, then read further than the feed had
+    handed out: the events the feed hands out next, which it has, overflow its queue. Its
+    next page is empty, and the job not over: it follows on."""
+    monkeypatch.setattr(feeds, "FOLLOW_POLL", 3600.0)  # the feed reads only when told
+    broker = Broker()
+    run = Run(database, broker)
+    run.append(1, 10)
+
+    reads: list[str] = []
+    event.listen(
+        database.engine,
+        "before_cursor_execute",
+        lambda *args: reads.append(args[2]) if "FROM job_events" in args[2] else None,
+    )
+
+    def publish(first: int, count: int) -> None:
+        events = [Event("assistant", f'{{"n": {n}}}') for n in range(first, first + count)]
+        broker.publish("j1", EventStore.stored("j1", events, first + count - 1))
+
+    async def follow() -> list[int]:
+        hub = Feeds(EventStore(database), broker, lambda _: status_of(database))
+        held = [hub.follow("j1", 0, "u") for _ in range(FOLLOWER_PAGES_PER_USER)]
+        for stream in held:
+            await anext(stream)
+        ahead = hub.follow("j1", 0, "u")
+        first = asyncio.create_task(anext(ahead))  # it waits for a permit
+        await until(lambda: hub._budget._users["u"].users == FOLLOWER_PAGES_PER_USER + 1)
+        await asyncio.to_thread(run.append, 11, 240, True)  # queued for it
+        feed = hub._feeds["j1"]
+        await until(lambda: feed.position == 250)
+        await asyncio.to_thread(run.append, 251, 50, False, False)  # the feed knows not
+        await held[0].aclose()
+        seen = [event.seq for event in await asyncio.wait_for(first, DEADLINE)]
+        assert seen == list(range(1, 301))  # further than the feed
+        publish(251, 20)  # which overflows its queue of 240
+        await until(lambda: feed.position == 270)
+        before = len(reads)
+        rest = asyncio.create_task(collect(ahead))  # it reads again: nothing yet
+        await until(
+            lambda: (
+                len(reads) > before and hub._budget._users["u"].users == FOLLOWER_PAGES_PER_USER - 1
+            )
+        )
+        await asyncio.to_thread(run.append, 301, 10, True)
+        await asyncio.to_thread(run.end)
+        seen += await asyncio.wait_for(rest, DEADLINE)
+        for stream in held[1:]:
+            await stream.aclose()
+        return seen
+
+    assert asyncio.run(follow()) == list(range(1, 311))

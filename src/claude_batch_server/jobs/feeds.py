@@ -7,14 +7,31 @@ else those it reads when the broker says there are new ones (or every `FOLLOW_PO
 seconds, for runs of other processes), and whether the job has ended. A queue holds
 `FOLLOWER_BACKLOG` events at most: a follower that falls further behind (a slow client)
 loses its queue and reads on from the database by itself, from its last event, until it
-has caught up. So a slow follower stalls no one, and costs no more memory than its queue.
+has caught up. So a slow follower stalls no one, and costs no more than its queue of the
+events all share.
+
+What a follower reads from the database is its own: a page of up to PAGE_BYTES characters
+and one more event (jobs/events.py), and its frames, held while the page is written to the
+client, for as long as the client does not read. So the pages in flight are counted per
+user (the caller, not the job's owner), FOLLOWER_PAGES_PER_USER at most: a follower takes a
+permit before it reads a page, and gives it back when it asks for its next run, that is once
+its consumer has written this page out (or when it is closed, as when its client went
+away). A follower that never reads holds one permit and one page; a user's further
+followers that need the database wait for a permit, holding no page; the live path (the
+queues) takes none, and other users' followers are not held up. Consumers let go of a run
+before they ask for the next, and ask for it only once the run is written out, but for a
+last write of less than CHUNK_BYTES (api/routes/jobs.py `chunks`), so that a follower
+waiting for a permit or for news holds little of what it read before. A JSON page of a
+transcript takes a permit the same way (`page`). The budget is this process's: each server
+process has its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -24,6 +41,33 @@ from claude_batch_server.store.tables import JobEvent
 
 FOLLOW_POLL = 1.0  # seconds between looks for what runs of other processes wrote
 FOLLOWER_BACKLOG = 256  # events queued for one follower, at most
+FOLLOWER_PAGES_PER_USER = 4  # pages read from the database one user may hold at once
+
+
+class _Permits:
+    def __init__(self) -> None:
+        self.pages = asyncio.Semaphore(FOLLOWER_PAGES_PER_USER)
+        self.users = 0  # those that hold a permit or wait for one
+
+
+class PageBudget:
+    """Each user's permits for pages in flight; a user's entry lives while one of theirs
+    holds or waits for a permit, so that the names of users long gone are not kept."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, _Permits] = {}
+
+    @asynccontextmanager
+    async def taken(self, user: str) -> AsyncIterator[None]:
+        permits = self._users.setdefault(user, _Permits())
+        permits.users += 1
+        try:
+            async with permits.pages:
+                yield
+        finally:
+            permits.users -= 1
+            if not permits.users:
+                del self._users[user]
 
 
 class _Follower:
@@ -108,11 +152,23 @@ class Feeds:
         self._broker = broker
         self._ended = ended
         self._feeds: dict[str, _Feed] = {}
+        self._budget = PageBudget()
 
-    async def follow(self, job_id: str, after: int) -> AsyncIterator[list[JobEvent]]:
+    async def page(
+        self, job_id: str, after: int, limit: int, user: str
+    ) -> AsyncGenerator[list[JobEvent], None]:
+        """One page of the job's events (EventStore.after), yielded once, with a permit of
+        `user`'s, given back once the consumer asks for more or closes this."""
+        async with self._budget.taken(user):
+            yield await anyio.to_thread.run_sync(self._store.after, job_id, after, limit)
+
+    async def follow(
+        self, job_id: str, after: int, user: str
+    ) -> AsyncGenerator[list[JobEvent], None]:
         """The job's events after `after`, live, until the job has ended and all are sent:
         in runs of those there are for the follower when it asks (one, as a rule; more
-        for one that lags), so that a lagging follower catches up in fewer writes."""
+        for one that lags), so that a lagging follower catches up in fewer writes. Pages
+        from the database take a permit of `user`'s (the caller)."""
         feed = self._feeds.get(job_id) or self._open(job_id)
         me = _Follower()
         feed.followers.add(me)
@@ -121,12 +177,18 @@ class Feeds:
             while True:
                 if me.behind or after < (me.queue[0].seq - 1 if me.queue else feed.position):
                     # it starts behind the feed, or fell behind it: the database has the rest
-                    me.behind = False  # what is handed out from now on is queued again
-                    page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
-                    if not page:  # deleted meanwhile, events and all
-                        return
-                    after = page[-1].seq
-                    yield page
+                    async with self._budget.taken(user):  # until the page is written out
+                        me.behind = False  # what is handed out from now on is queued again
+                        known = feed.position  # stored, unless the job was deleted
+                        page = await anyio.to_thread.run_sync(self._store.after, job_id, after)
+                        if page:
+                            after = page[-1].seq
+                            yield page
+                        elif after < known:  # deleted meanwhile, events and all
+                            return
+                        # else it had read ahead of the feed: its queue overflowed with
+                        # events it had, and it is not behind
+                    del page  # it may wait long for news or a permit: with none of this
                 elif me.queue:
                     run = me.next_run(after)
                     if run:

@@ -5,7 +5,7 @@ writes."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -216,14 +216,23 @@ class JobReader:
         long transcript (see EventStore.after)."""
         return self._events.after(job_id, seq, limit)
 
-    def follow(self, job_id: str, after: int) -> AsyncIterator[list[JobEvent]]:
+    def events_page_to_send(
+        self, job_id: str, seq: int, limit: int, caller: str
+    ) -> AsyncGenerator[list[JobEvent], None]:
+        """`events_page`, yielded once, held within the caller's budget of pages in flight
+        until the consumer asks for more, having sent it (jobs/feeds.py)."""
+        return self._feeds.page(job_id, seq, limit, caller)
+
+    def follow(self, job_id: str, after: int, caller: str) -> AsyncGenerator[list[JobEvent], None]:
         """The job's events after `after`, live, until the job has ended and all are sent
-        (in runs: more than one for a follower that lags).
+        (in runs: more than one for a follower that lags). Let go of a run before asking
+        for the next: pages read from the database for a follower that lags count against
+        the caller's budget until then (jobs/feeds.py).
 
         Woken at once by runs of this process, and by those of other processes on the
         same PostgreSQL through their notifications; at worst, news is noticed within
         `FOLLOW_POLL` seconds (jobs/feeds.py)."""
-        return self._feeds.follow(job_id, after)
+        return self._feeds.follow(job_id, after, caller)
 
     def _ended(self, job_id: str) -> bool:
         return self.status(job_id) not in ACTIVE | {JobStatus.CREATED}

@@ -1,10 +1,13 @@
 import json
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, File, Header, Query, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from claude_batch_server.api.deps import (
@@ -96,7 +99,12 @@ def event_frame(event: JobEvent) -> bytes:
 
 def chunks(events: list[JobEvent]) -> Iterator[bytes]:
     """The events' frames, joined into writes of about CHUNK_BYTES: a follower that lags
-    catches up in few writes, and none holds much more than its page of events."""
+    catches up in few writes, and none holds much more than its page of events. A write
+    returns once its bytes are buffered, the next waits for the client to take them: so a
+    last write of CHUNK_BYTES or more is followed by an empty one, which returns once the
+    run is written out. Only then is the next run asked for, for which the follower may
+    wait long, holding little of this one (the server keeps what it wrote last, and a
+    buffer of that size at most)."""
     frames: list[bytes] = []
     size = 0
     for event in events:
@@ -106,8 +114,20 @@ def chunks(events: list[JobEvent]) -> Iterator[bytes]:
         if size >= CHUNK_BYTES:
             yield b"".join(frames)
             frames, size = [], 0
-    if frames:
-        yield b"".join(frames)
+    yield b"".join(frames)
+
+
+_EVENT_LIST = TypeAdapter(list[EventResponse])
+
+
+async def json_page(pages: AsyncGenerator[list[JobEvent], None]) -> AsyncIterator[bytes]:
+    """The page of events as a JSON list, written out before the page's permit is given
+    back (the empty write returns once it is, see `chunks`): however many a user asks for
+    at once, they hold a few pages (jobs/feeds.py)."""
+    async with aclosing(pages):
+        async for events in pages:
+            yield _EVENT_LIST.dump_json([event_response(event) for event in events], by_alias=True)
+            yield b""
 
 
 @router.post("", status_code=201, response_model=JobResponse, responses={404: {}, 409: {}})
@@ -226,6 +246,7 @@ async def delete_job(
 )
 async def job_events(
     job: OwnedJob,
+    user: CurrentUser,
     services: ServicesDep,
     follow: bool = True,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
@@ -238,15 +259,15 @@ async def job_events(
     after the last one; an empty page is the end so far)."""
     start = after if after is not None else last_event_id
     if not follow:
-        events = await anyio.to_thread.run_sync(
-            services.job_reader.events_page, job.id, start, limit
-        )
-        return [event_response(event) for event in events]
+        page = services.job_reader.events_page_to_send(job.id, start, limit, user.name)
+        return StreamingResponse(json_page(page), media_type="application/json")
 
     async def stream() -> Any:
-        async for events in services.job_reader.follow(job.id, start):
-            for chunk in chunks(events):
-                yield chunk
+        async with aclosing(services.job_reader.follow(job.id, start, user.name)) as runs:
+            async for events in runs:
+                for chunk in chunks(events):
+                    yield chunk
+                del events  # before asking for the next run, which may be long in coming
         yield ServerSentEvent(data=json.dumps({"jobId": job.id}), event="end")
 
     return EventSourceResponse(stream(), ping=15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import anyio
@@ -227,6 +228,7 @@ def transcript_page(
 @router.get("/jobs/{job_id}/events")
 async def job_events(
     job: PageJob,
+    user: PageUser,
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     last_event_id: Annotated[int | None, Header(ge=0, le=2**62)] = None,
@@ -237,11 +239,14 @@ async def job_events(
     workspace = _workspace(job, services)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        async for events in services.job_reader.follow(job.id, last_event_id or after):
-            for event in events:
-                html = template.render(rows=transcript.rows([event], workspace))
-                if html.strip():
-                    yield ServerSentEvent(data=html, event="rows", id=str(event.seq))
+        runs = services.job_reader.follow(job.id, last_event_id or after, user.name)
+        async with aclosing(runs):
+            async for events in runs:
+                for event in events:
+                    html = template.render(rows=transcript.rows([event], workspace))
+                    if html.strip():
+                        yield ServerSentEvent(data=html, event="rows", id=str(event.seq))
+                del events, event  # before asking for the next run (jobs/feeds.py)
         yield ServerSentEvent(data="", event="end")
 
     return EventSourceResponse(stream(), ping=15)
