@@ -119,15 +119,20 @@ def _rows_of_0003(connection: Connection) -> None:
     )
 
 
+def _upgraded_from_0003(database: Database) -> None:
+    """The schema of 0003 with its rows (`_rows_of_0003`), then upgraded to the last."""
+    _migrate(database, "0003")
+    with database.engine.begin() as connection:
+        _rows_of_0003(connection)
+    migrate.upgrade(database)
+
+
 def test_repository_owners_keep_what_0003_held(database_url: str) -> None:
     """0004: existing repositories keep their name as their id (what DATA_DIR files their
     trees under), their owner is who registered them, and jobs keep finding them."""
     database = Database(database_url)
     try:
-        _migrate(database, "0003")
-        with database.engine.begin() as connection:
-            _rows_of_0003(connection)
-        migrate.upgrade(database)
+        _upgraded_from_0003(database)
 
         with database.engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -187,10 +192,7 @@ def test_every_change_to_a_users_jobs_is_counted(database_url: str) -> None:
         return {user: version for user, version in rows}
 
     try:
-        _migrate(database, "0003")
-        with database.engine.begin() as connection:
-            _rows_of_0003(connection)  # carol's job, from before the count
-        migrate.upgrade(database)
+        _upgraded_from_0003(database)  # carol's job, from before the count
         assert counts() == {}
         with database.engine.begin() as connection:
             connection.execute(text("UPDATE jobs SET prompt = 'q' WHERE \"user\" = 'carol'"))
@@ -218,10 +220,7 @@ def test_an_update_of_each_listed_column_is_counted_and_a_lease_renewal_is_not(
     a migration that names it too would leave kept listing pages stale."""
     database = Database(database_url)
     try:
-        _migrate(database, "0003")
-        with database.engine.begin() as connection:
-            _rows_of_0003(connection)
-        migrate.upgrade(database)
+        _upgraded_from_0003(database)
         job = JOBS.c.id == "a" * 32
         with database.engine.begin() as connection:
             connection.execute(update(JOBS).where(job).values(lease_expires=datetime.now(UTC)))
