@@ -14,6 +14,8 @@ from claude_batch_server.app import create_app
 from claude_batch_server.settings import Settings
 from claude_batch_server.workspaces import linux
 
+MAX_REQUEST_HEAD = 64 * 1024  # bytes of a request's line and headers: 431 past it
+
 cli = typer.Typer(add_completion=False, help="Claude Batch Server")
 
 
@@ -34,6 +36,10 @@ def serve() -> None:
         port=settings.PORT,
         log_config=None,
         loop="asyncio",  # the standard loop: uvloop measured no faster here (bench/queue.py)
+        # h11 bounds a request's line and headers; httptools kept any size a caller sent
+        # (a header of 1 MB was read whole, and more would have been)
+        http="h11",
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         timeout_graceful_shutdown=10,
         # the app believes X-Forwarded-For from TRUSTED_PROXIES itself (api/proxy.py);
         # uvicorn's default would believe loopback, where every local user connects
