@@ -1,0 +1,45 @@
+"""A job's output nests its JSON deeper than the server can write back (what its run
+printed, a tool call's input): its transcript is still served whole, as valid JSON, and
+its followers reach the end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fake_anthropic import FakeAnthropic, text
+from tests.fake_anthropic.script import tool
+from tests.jobs.conftest import JobWorldFactory
+from tests.security.conftest import Attacks
+
+DEPTH = 300  # past what pydantic serializes (255), within what json.loads reads (about 1000)
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_a_deeply_nested_event_is_served(
+    job_world: JobWorldFactory, fake_anthropic: FakeAnthropic, attacks: Attacks
+) -> None:
+    world = job_world()
+    alice = world.member()
+    deep = tool("Bash", {"command": "true", "description": "d", "x": nested(DEPTH)})
+    script = fake_anthropic.add_script("deep", [deep, text("Done.")])
+    job_id = alice.run(alice.repo, f"Nest {script}")["jobId"]
+    assert alice.wait_ended(job_id)["status"] == "completed"
+
+    page = alice.http.get(f"/jobs/{job_id}/events", params={"follow": "false"})
+    attacks.tried()
+    assert page.status_code == 200
+    events = json.loads(page.content)  # whole, not cut after its head was sent
+    assert events and events[-1]["type"] == "server"  # up to how the run ended
+
+    with alice.http.stream("GET", f"/jobs/{job_id}/events") as followed:
+        body = b"".join(followed.iter_bytes())
+    attacks.tried()
+    assert b"event: end" in body
+    assert body.count(b"\nid: ") + body.startswith(b"id: ") >= len(events)
