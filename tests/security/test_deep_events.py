@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from claude_batch_server.jobs.transcript import MAX_NESTING, RunResult, parse_stdout
 from tests.fake_anthropic import FakeAnthropic, text
 from tests.fake_anthropic.script import tool
 from tests.jobs.conftest import JobWorldFactory
@@ -43,3 +44,16 @@ def test_a_deeply_nested_event_is_served(
     attacks.tried()
     assert b"event: end" in body
     assert body.count(b"\nid: ") + body.startswith(b"id: ") >= len(events)
+
+
+def test_a_line_nested_past_the_bound_is_kept_raw(attacks: Attacks) -> None:
+    for depth, kept in ((MAX_NESTING, True), (MAX_NESTING + 1, False), (100_000, False)):
+        line = b'{"type": "assistant", "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+        event = parse_stdout(line, RunResult())
+        attacks.tried()
+        assert (event.type == "assistant") is kept, depth
+        assert (
+            event.data == line.decode()
+            if kept
+            else json.loads(event.data) == {"text": line.decode()}
+        )

@@ -9,6 +9,10 @@ from typing import Any
 
 from claude_batch_server.jobs.command import SESSION_ID
 
+# Arrays and objects nested in an event kept as parsed, at most: the server writes events
+# back as JSON (pydantic stops at 255 levels), and json.loads fails near the recursion limit.
+MAX_NESTING = 64
+
 
 @dataclass(frozen=True)
 class Event:
@@ -72,19 +76,36 @@ class RunResult:
 
 
 def parse_stdout(line: bytes, result: RunResult, dropped: int = 0) -> Event:
-    """One stdout line as an event; what is not a JSON object, or was cut (`dropped`
-    bytes off its end), is kept as a raw event."""
+    """One stdout line as an event; what is not a JSON object, nests deeper than
+    MAX_NESTING, or was cut (`dropped` bytes off its end), is kept as a raw event."""
     text = _text(line)
     if dropped:
         return _text_event("raw", text, dropped)
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _text_event("raw", text)
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+    if (
+        not isinstance(parsed, dict)
+        or not isinstance(parsed.get("type"), str)
+        or not _nested_within(parsed, MAX_NESTING)
+    ):
         return _text_event("raw", text)
     result.absorb(parsed)
     return Event(parsed["type"][:32], text)
+
+
+def _nested_within(value: object, limit: int) -> bool:
+    """Whether `value` nests arrays and objects `limit` deep at most (a loop: any depth)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def stderr_event(line: bytes, dropped: int = 0) -> Event:
