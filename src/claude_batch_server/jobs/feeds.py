@@ -5,10 +5,10 @@ The followers of a job do not each poll the database: one task hands the same ro
 every follower's queue: those the broker brings along (a run of this process stored them),
 else those it reads when the broker says there are new ones (or every `FOLLOW_POLL`
 seconds, for runs of other processes), and whether the job has ended. A queue holds
-`FOLLOWER_BACKLOG` events and PAGE_BYTES characters of them at most: a follower that falls further behind (a slow client)
-loses its queue and reads on from the database by itself, from its last event, until it
-has caught up. So a slow follower stalls no one, and costs no more than its queue of the
-events all share.
+`FOLLOWER_BACKLOG` events and PAGE_BYTES characters of them at most (a line may be large):
+a follower that falls further behind (a slow client) loses its queue and reads on from the
+database by itself, from its last event, until it has caught up. So a slow follower stalls
+no one, and costs no more than its queue of the events all share.
 
 What a follower reads from the database is its own: a page of up to PAGE_BYTES characters
 and one more event (jobs/events.py), and its frames, held while the page is written to the
