@@ -1,5 +1,6 @@
-"""A job's output nests its JSON deeper than the server can write back (what its run
-printed, a tool call's input): its transcript is still served whole, as valid JSON, and
+"""A job's output holds JSON the server cannot write back (what its run printed, a tool
+call's input): nested deeper than pydantic writes, or a lone surrogate (`"\\ud800"`, which
+json.loads takes and UTF-8 has not): its transcript is still served whole, as valid JSON, and
 its followers reach the end."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def test_a_deeply_nested_event_is_served(
     world = job_world()
     alice = world.member()
     deep = tool("Bash", {"command": "true", "description": "d", "x": nested(DEPTH)})
-    script = fake_anthropic.add_script("deep", [deep, text("Done.")])
+    lone = tool("Bash", {"command": "true", "description": "d", "\ud800": "\udfff"})
+    script = fake_anthropic.add_script("deep", [deep, lone, text("Done.")])
     job_id = alice.run(alice.repo, f"Nest {script}")["jobId"]
     assert alice.wait_ended(job_id)["status"] == "completed"
 
@@ -46,7 +48,13 @@ def test_a_deeply_nested_event_is_served(
     assert body.count(b"\nid: ") + body.startswith(b"id: ") >= len(events)
 
 
-def test_a_line_nested_past_the_bound_is_kept_raw(attacks: Attacks) -> None:
+def test_a_line_nested_past_the_bound_or_with_a_lone_surrogate_is_kept_raw(
+    attacks: Attacks,
+) -> None:
+    for line in (b'{"type": "a", "x": "\\ud800"}', b'{"type": "a", "\\udfff": 1}'):
+        attacks.tried()
+        assert parse_stdout(line, RunResult()).type == "raw"
+    assert parse_stdout(b'{"type": "a", "x": "\\ud83d\\ude00"}', RunResult()).type == "a"
     for depth, kept in ((MAX_NESTING, True), (MAX_NESTING + 1, False), (100_000, False)):
         line = b'{"type": "assistant", "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
         event = parse_stdout(line, RunResult())
