@@ -138,4 +138,15 @@ def test_h11_keeps_what_clients_rely_on(job_world: JobWorldFactory, attacks: Att
         attacks.tried()
         assert answers and 400 <= status(answers[0]) < 500, answers
 
+    # a JSON page at the edges of `after` and `limit`: a whole, valid answer
+    events = f"/jobs/{job_id}/events"
+    for params in ({"after": 2**63 - 1, "limit": 1}, {"after": 0, "limit": 1000}, {"limit": 1}):
+        page = alice.http.get(events, params={"follow": "false", **params})
+        attacks.tried()
+        assert page.status_code == 200 and isinstance(json.loads(page.content), list), params
+    for params in ({"after": 2**63}, {"limit": 0}, {"limit": 1001}, {"follow": "maybe"}):
+        page = alice.http.get(events, params={"follow": "false", **params})
+        attacks.tried()
+        assert 400 <= page.status_code < 500 and page.json()["detail"], params
+
     assert alice.http.get("/health").status_code == 200
