@@ -5,10 +5,10 @@ The followers of a job do not each poll the database: one task hands the same ro
 every follower's queue: those the broker brings along (a run of this process stored them),
 else those it reads when the broker says there are new ones (or every `FOLLOW_POLL`
 seconds, for runs of other processes), and whether the job has ended. A queue holds
-`FOLLOWER_BACKLOG` events at most: a follower that falls further behind (a slow client)
-loses its queue and reads on from the database by itself, from its last event, until it
-has caught up. So a slow follower stalls no one, and costs no more than its queue of the
-events all share.
+`FOLLOWER_BACKLOG` events and PAGE_BYTES characters of them at most (a line may be large):
+a follower that falls further behind (a slow client) loses its queue and reads on from the
+database by itself, from its last event, until it has caught up. So a slow follower stalls
+no one, and costs no more than its queue of the events all share.
 
 What a follower reads from the database is its own: a page of up to PAGE_BYTES characters
 and one more event (jobs/events.py), and its frames, held while the page is written to the
@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from claude_batch_server.jobs.events import Broker, EventStore
+from claude_batch_server.jobs.events import PAGE_BYTES, Broker, EventStore
 from claude_batch_server.logs import log
 from claude_batch_server.store.tables import JobEvent
 
@@ -73,6 +73,7 @@ class PageBudget:
 class _Follower:
     def __init__(self) -> None:
         self.queue: deque[JobEvent] = deque()
+        self.queued = 0  # characters of event data in `queue`
         self.wake = asyncio.Event()
         self.behind = False  # its queue overflowed: it reads from the database
 
@@ -82,6 +83,7 @@ class _Follower:
         run: list[JobEvent] = []
         while self.queue:
             event = self.queue.popleft()
+            self.queued -= len(event.data)
             if event.seq == after + 1:
                 run.append(event)
                 after = event.seq
@@ -128,13 +130,19 @@ class _Feed:
             self.hand_out(run)
 
     def hand_out(self, events: list[JobEvent]) -> None:
+        size = sum(len(event.data) for event in events)
         for follower in self.followers:
             if not follower.behind:
-                if len(follower.queue) + len(events) > FOLLOWER_BACKLOG:
+                if (
+                    len(follower.queue) + len(events) > FOLLOWER_BACKLOG
+                    or follower.queued + size > PAGE_BYTES  # lines may be large (MAX_LINE)
+                ):
                     follower.queue.clear()  # the database still has them
+                    follower.queued = 0
                     follower.behind = True
                 else:
                     follower.queue.extend(events)
+                    follower.queued += size
             follower.wake.set()
         self.position = events[-1].seq
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from claude_batch_server.jobs.command import SESSION_ID
+
+# Arrays and objects nested in an event kept as parsed, at most: the server writes events
+# back as JSON (pydantic stops at 255 levels), and json.loads fails near the recursion limit.
+MAX_NESTING = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads takes "\\ud800"; UTF-8 has none
 
 
 @dataclass(frozen=True)
@@ -72,19 +78,40 @@ class RunResult:
 
 
 def parse_stdout(line: bytes, result: RunResult, dropped: int = 0) -> Event:
-    """One stdout line as an event; what is not a JSON object, or was cut (`dropped`
-    bytes off its end), is kept as a raw event."""
+    """One stdout line as an event; what is not a JSON object, nests deeper than
+    MAX_NESTING, holds a lone surrogate (what could not be written back), or was cut
+    (`dropped` bytes off its end), is kept as a raw event."""
     text = _text(line)
     if dropped:
         return _text_event("raw", text, dropped)
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _text_event("raw", text)
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+    if (
+        not isinstance(parsed, dict)
+        or not isinstance(parsed.get("type"), str)
+        or not _writable(parsed, MAX_NESTING)
+    ):
         return _text_event("raw", text)
     result.absorb(parsed)
     return Event(parsed["type"][:32], text)
+
+
+def _writable(value: object, limit: int) -> bool:
+    """Whether `value` nests arrays and objects `limit` deep at most (a loop: any depth),
+    and none of its strings or keys holds a surrogate."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str) and not item.isascii() and _SURROGATE.search(item):
+            return False
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def stderr_event(line: bytes, dropped: int = 0) -> Event:
