@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from claude_batch_server import accounts
 from claude_batch_server.jobs.process import AgentProcess, group_alive
 from claude_batch_server.jobs.spawner_client import ProcessSpec, SpawnerClient
-from tests.support.users import OsUser, UserFactory
+from tests.support.users import OsUser, UserFactory, running_processes
 
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "ONLY": "this"}
 
@@ -42,10 +41,7 @@ async def output(process: AgentProcess) -> tuple[str, str, int]:
 
 
 def processes_of(user: OsUser) -> list[str]:
-    result = subprocess.run(
-        ["pgrep", "-a", "-u", user.name], capture_output=True, text=True, check=False
-    )
-    return result.stdout.splitlines()
+    return running_processes(user.name)
 
 
 def test_the_process_is_the_users_with_nothing_else(users: UserFactory) -> None:

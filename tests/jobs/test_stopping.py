@@ -4,21 +4,18 @@ is left, not even the ones Claude Code's Bash tool starts in sessions of their o
 from __future__ import annotations
 
 import re
-import subprocess
 
 from tests.fake_anthropic import FakeAnthropic, Hang, bash, marker, text
 from tests.jobs.conftest import JobWorldFactory
 from tests.support.api import Api
 from tests.support.server import wait_for
+from tests.support.users import running_processes
 
 SLEEPER = "sleeper"
 
 
 def processes_of(api: Api) -> list[str]:
-    result = subprocess.run(
-        ["pgrep", "-a", "-u", api.user.name], capture_output=True, text=True, check=False
-    )
-    return result.stdout.splitlines()
+    return running_processes(api.user.name)
 
 
 def sleeping(api: Api) -> bool:

@@ -44,6 +44,21 @@ def hash_password(password: str, method: str) -> str:
     raise ValueError(method)
 
 
+def running_processes(name: str) -> list[str]:
+    """`pid args` of each process of user `name` that still runs. Not zombies: they hold
+    nothing, and one may be a removed test user's, whose uid the next user got, before
+    init reaped it."""
+    listed = subprocess.run(
+        ["ps", "-u", name, "-o", "pid=,stat=,args="], capture_output=True, text=True, check=False
+    )
+    running = []
+    for line in listed.stdout.splitlines():
+        pid, state, *args = line.split(None, 2)
+        if not state.startswith("Z"):
+            running.append(" ".join([pid, *args]))
+    return running
+
+
 class UserFactory:
     """`create()` makes a user; `cleanup()` removes every user it made."""
 
