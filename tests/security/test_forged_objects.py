@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 
 from claude_batch_server import servergit
-from claude_batch_server.accounts import lookup
 from tests.conftest import TEST_JWT_KEY
 from tests.fake_anthropic import FakeAnthropic, bash, marker, text
 from tests.jobs.conftest import agent_env
 from tests.results.support import as_user, settled_result
-from tests.security.conftest import Attacks
-from tests.support.api import Api, git, home_of, make_git_repo
+from tests.security.conftest import Attacks, stored_start
+from tests.support.api import Api, home_of, make_git_repo
 from tests.support.mounts import unmount_beneath
 from tests.support.server import LiveServer, wait_for
 from tests.support.users import UserFactory
@@ -235,21 +234,15 @@ def test_the_start_commit_is_read_from_a_pack_of_roots(
     user may read and not change, in a folder no other user can list; never the work
     tree's own store."""
     owner, other = users.create(), users.create()
-    account = lookup(owner.name)
-    assert account is not None
-    workspace = make_git_repo(home_of(owner), None)
-    stored = tmp_path / "stored.git"  # root's, as a stored repository is
-    subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(stored)], check=True)
-    commit = git(workspace, "rev-parse", "HEAD")
-    subprocess.run(["chown", "-R", f"{owner.name}:", str(workspace)], check=True)
-    user = servergit.RunAs(account.uid, account.gid)
-    with servergit.borrowed(workspace, user, servergit.Start(stored, commit)) as borrowed:
+    made = stored_start(owner, tmp_path)
+    commit = made.start.commit
+    with servergit.borrowed(made.workspace, made.user, made.start) as borrowed:
         alternates = (borrowed.git_dir / "objects" / "info" / "alternates").read_text()
         [store] = [Path(line) for line in alternates.splitlines()]
         assert store.parent == borrowed.git_dir
         for path in [store, *store.rglob("*")]:
             st = path.stat()
-            assert (st.st_uid, st.st_gid, st.st_mode & 0o027) == (0, account.gid, 0), path
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o027) == (0, made.user.gid, 0), path
         env = {"GIT_INDEX_FILE": str(borrowed.scratch / "index")}
         shown = borrowed.run(["cat-file", "-p", f"{commit}:README.md"], env=env)
         assert shown == b"# hello\n"

@@ -7,7 +7,6 @@ readable by the user's group and no one else."""
 from __future__ import annotations
 
 import stat
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,7 @@ from typing import Any
 import pytest
 
 from claude_batch_server import servergit
-from claude_batch_server.accounts import lookup
-from tests.security.conftest import Attacks
-from tests.support.api import git, home_of, make_git_repo
+from tests.security.conftest import Attacks, stored_start
 from tests.support.users import UserFactory
 
 
@@ -36,13 +33,8 @@ def test_roots_gits_for_the_start_pack_enter_roots_folders_alone(
     users: UserFactory, attacks: Attacks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     owner = users.create()
-    account = lookup(owner.name)
-    assert account is not None
-    workspace = make_git_repo(home_of(owner), None)
-    stored = tmp_path / "stored.git"  # root's, as a stored repository is
-    subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(stored)], check=True)
-    commit = git(workspace, "rev-parse", "HEAD")
-    subprocess.run(["chown", "-R", f"{owner.name}:", str(workspace)], check=True)
+    made = stored_start(owner, tmp_path)
+    commit = made.start.commit
 
     runs: list[dict[str, Any]] = []
     real_run = servergit.run
@@ -53,8 +45,7 @@ def test_roots_gits_for_the_start_pack_enter_roots_folders_alone(
         return real_run(args, **options)
 
     monkeypatch.setattr(servergit, "run", spy)
-    user = servergit.RunAs(account.uid, account.gid)
-    with servergit.borrowed(workspace, user, servergit.Start(stored, commit)) as borrowed:
+    with servergit.borrowed(made.workspace, made.user, made.start) as borrowed:
         alternates = (borrowed.git_dir / "objects" / "info" / "alternates").read_text()
         [store] = [Path(line) for line in alternates.splitlines()]
         as_root = [run for run in runs if run["user"] is None]
@@ -67,5 +58,5 @@ def test_roots_gits_for_the_start_pack_enter_roots_folders_alone(
         modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (store, pack)}
         assert modes == {store.name: 0o750, "pack": 0o750}
         for path in (store, pack, *pack.iterdir()):
-            assert (path.stat().st_uid, path.stat().st_gid) == (0, account.gid), path
+            assert (path.stat().st_uid, path.stat().st_gid) == (0, made.user.gid), path
         assert {stat.S_IMODE(path.stat().st_mode) for path in pack.iterdir()} == {0o440}

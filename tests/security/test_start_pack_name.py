@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from claude_batch_server import servergit
-from claude_batch_server.accounts import lookup
-from tests.security.conftest import Attacks
-from tests.support.api import git, home_of, make_git_repo
+from tests.security.conftest import Attacks, stored_start
 from tests.support.users import UserFactory
 
 
@@ -26,13 +24,7 @@ def test_the_start_packs_random_name_is_never_in_a_command_line(
 ) -> None:
     owner = users.create()
     other = users.create(groups=(owner.name,))  # shares the owner's (primary) group
-    account = lookup(owner.name)
-    assert account is not None
-    workspace = make_git_repo(home_of(owner), None)
-    stored = tmp_path / "stored.git"  # root's, as a stored repository is
-    subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(stored)], check=True)
-    commit = git(workspace, "rev-parse", "HEAD")
-    subprocess.run(["chown", "-R", f"{owner.name}:", str(workspace)], check=True)
+    made = stored_start(owner, tmp_path)
 
     command_lines: list[list[str]] = []  # what `ps` shows of each git the server starts
     real_run = servergit.run
@@ -43,8 +35,7 @@ def test_the_start_packs_random_name_is_never_in_a_command_line(
         return real_run(args, **options)
 
     monkeypatch.setattr(servergit, "run", spy)
-    user = servergit.RunAs(account.uid, account.gid)
-    with servergit.borrowed(workspace, user, servergit.Start(stored, commit)) as borrowed:
+    with servergit.borrowed(made.workspace, made.user, made.start) as borrowed:
         alternates = (borrowed.git_dir / "objects" / "info" / "alternates").read_text()
         [store] = [Path(line) for line in alternates.splitlines()]
         leaked = [line for line in command_lines if any(store.name in arg for arg in line)]
