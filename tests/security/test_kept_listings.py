@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from claude_batch_server.store.db import Database
@@ -29,28 +28,11 @@ def listed(api: Api, params: dict[str, Any]) -> dict[str, Any]:
     return page
 
 
-def on(database: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    """The settings of a server on `database`."""
-    if database == "sqlite":
-        return {}
-    return {"DATABASE_URL": request.getfixturevalue("postgres").create_database()}
-
-
-DATABASES = pytest.mark.parametrize(
-    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-
-
-@DATABASES
 def test_no_one_is_served_another_users_kept_page(
-    job_world: JobWorldFactory,
-    users: UserFactory,
-    attacks: Attacks,
-    database: str,
-    request: pytest.FixtureRequest,
+    job_world: JobWorldFactory, users: UserFactory, attacks: Attacks, database_url: str
 ) -> None:
     admins = users.group()
-    world = job_world(ADMIN_GROUP=admins, **on(database, request))
+    world = job_world(ADMIN_GROUP=admins, DATABASE_URL=database_url)
     alice, bob = world.member(), world.member()
     admin = Api(world.server, users.create(groups=(admins,)))
     world.apis.append(admin)
@@ -90,8 +72,7 @@ def test_no_one_is_served_another_users_kept_page(
     for params in QUERIES:  # and hers is still hers
         assert {job["jobId"] for job in listed(alice, params)["jobs"]} <= hers
     # the counts of changes: one for each user whose jobs changed, none for a name asked
-    url = world.server.env.get("DATABASE_URL", f"sqlite:///{world.server.data_dir / 'server.db'}")
-    store = Database(url)
+    store = Database(database_url)
     try:
         with store.read_connection() as connection:
             counted = set(connection.scalars(select(JOB_VERSIONS.c.user)))
@@ -100,11 +81,10 @@ def test_no_one_is_served_another_users_kept_page(
     assert counted == {name, bob.user.name}
 
 
-@DATABASES
 def test_a_kept_page_shows_every_change_made_through_the_api(
-    job_world: JobWorldFactory, attacks: Attacks, database: str, request: pytest.FixtureRequest
+    job_world: JobWorldFactory, attacks: Attacks, database_url: str
 ) -> None:
-    alice = job_world(**on(database, request)).member()
+    alice = job_world(DATABASE_URL=database_url).member()
     made = [alice.create_job(alice.repo, f"Say hi {n}")["jobId"] for n in range(4)]
 
     def current() -> None:
