@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 MAX_BYTES = 32 * 2**20  # of pages kept, all together
@@ -35,36 +36,46 @@ class PageKey(NamedTuple):
     status: str | None
     limit: int
     cursor: str | None
-    version: int  # of the owner's jobs, read before the page
 
 
 class ListingPages:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        # one page per query, at the version it was read at
-        self._pages: OrderedDict[tuple[object, ...], tuple[int, bytes, int]] = OrderedDict()
+        # one page per query: the count of changes it was read at, the page, its weight
+        self._pages: OrderedDict[PageKey, tuple[int, bytes, int]] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
 
-    def get(self, key: PageKey) -> bytes | None:
-        """The page as sent, if it was kept at `key.version`."""
-        kept = self._pages.get(key[:-1])
-        if kept is None or kept[0] != key.version:
+    async def page(
+        self, key: PageKey, version: int, render: Callable[[], Awaitable[tuple[bytes, bool]]]
+    ) -> bytes:
+        """The page kept for `key` at `version` (the owner's count of changes, read before),
+        else the one `render()` makes, kept if it says it may be."""
+        page = self.get(key, version)
+        if page is None:
+            page, keepable = await render()
+            if keepable:
+                self.keep(key, version, page)
+        return page
+
+    def get(self, key: PageKey, version: int) -> bytes | None:
+        """The page as sent, if it was kept at `version`."""
+        kept = self._pages.get(key)
+        if kept is None or kept[0] != version:
             return None
-        self._pages.move_to_end(key[:-1])
+        self._pages.move_to_end(key)
         return kept[1]
 
-    def keep(self, key: PageKey, page: bytes) -> None:
+    def keep(self, key: PageKey, version: int, page: bytes) -> None:
         if len(page) > MAX_PAGE_BYTES:
             return
-        query = key[:-1]
-        self._drop(query)
-        weight = len(page) + ENTRY_BYTES + sum(sys.getsizeof(p) for p in query if p is not None)
-        self._pages[query] = (key.version, page, weight)
+        self._drop(key)
+        weight = len(page) + ENTRY_BYTES + sum(sys.getsizeof(p) for p in key if p is not None)
+        self._pages[key] = (version, page, weight)
         self._bytes += weight
         while self._bytes > self._max_bytes:
             self._drop(next(iter(self._pages)))
 
-    def _drop(self, query: tuple[object, ...]) -> None:
-        kept = self._pages.pop(query, None)
+    def _drop(self, key: PageKey) -> None:
+        kept = self._pages.pop(key, None)
         if kept is not None:
             self._bytes -= kept[2]

@@ -157,19 +157,25 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     owner: Annotated[str | None, Query(alias="user", max_length=255)] = None,
 ) -> Response:
-    # the version first: the page read after it is at least as current (api/listings.py)
+    # the count first: the page read after it is at least as current (api/listings.py)
     listed = await reads.read(services.job_reader.version, user, owner)
-    key = None if listed is None else PageKey(listed.owner, status, limit, cursor, listed.version)
-    page = None if key is None else pages.get(key)
-    if page is None:
+
+    async def render() -> tuple[bytes, bool]:
+        """The page, and whether it may be kept: not with queued jobs, whose positions
+        move with other users' jobs."""
         listing = await reads.read_listing(
             services.job_reader.listing, user, status, limit, cursor, owner
         )
         jobs = [job_fields(row, position) for row, position in listing.jobs]
         answer = JobPageResponse.model_validate({"jobs": jobs, "next_cursor": listing.next_cursor})
-        page = answer.model_dump_json(by_alias=True).encode()
-        if key is not None and all(position is None for _, position in listing.jobs):
-            pages.keep(key, page)  # positions move with other users' jobs: not kept
+        queued = any(position is not None for _, position in listing.jobs)
+        return answer.model_dump_json(by_alias=True).encode(), not queued
+
+    if listed is None:  # every user's jobs: no one count covers them
+        page, _ = await render()
+    else:
+        key = PageKey(listed.owner, status, limit, cursor)
+        page = await pages.page(key, listed.version, render)
     return Response(page, media_type="application/json")
 
 
